@@ -1,0 +1,212 @@
+"""The decoder forward shared by every supported family: a pure function of params.
+
+Llama-like models (Llama 2/3, Mistral, Qwen2, SmolLM2) and GPT-2 differ only in static choices
+(norm, positions, MLP, biases), so one scanned block serves both. The layers' params are stacked on a
+leading L axis and run with `lax.scan`, which keeps compile time flat in depth (DESIGN "The spine").
+
+Weights are stored pre-laid-out for the dots: `wqkv` is [L, D, (Q+2K)*H] so the projection is one
+plain matmul, the MLP input is one [D, 2F] matmul for SwiGLU. The forward does not write the cache:
+it reads the cached prefix and returns the new keys and values, and `specjax.cache` writes them. That
+keeps the attention a concatenation of two score blocks (prefix | new tokens) and never copies the
+cache.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from models.config import ModelConfig
+from specjax.cache import KVCache
+
+
+@struct.dataclass
+class LayerParams:
+    """One transformer block's weights, stacked over layers (leading axis L).
+
+    GPT-2 uses every optional bias; Llama-like models only `bqkv` (Qwen2) and no norm biases.
+    """
+
+    attn_norm: jax.Array  # [L, D]
+    wqkv: jax.Array  # [L, D, (Q+2K)*H]
+    wo: jax.Array  # [L, Q*H, D]
+    mlp_norm: jax.Array  # [L, D]
+    w_in: jax.Array  # [L, D, 2F] (SwiGLU gate|up) or [L, D, F] (GPT-2)
+    w_out: jax.Array  # [L, F, D]
+    bqkv: jax.Array | None = None  # [L, (Q+2K)*H]
+    attn_norm_bias: jax.Array | None = None  # [L, D]
+    bo: jax.Array | None = None  # [L, D]
+    mlp_norm_bias: jax.Array | None = None  # [L, D]
+    b_in: jax.Array | None = None  # [L, F]
+    b_out: jax.Array | None = None  # [L, D]
+
+
+@struct.dataclass
+class ModelParams:
+    """All weights of a decoder. `lm_head` is None when tied to `embed`."""
+
+    embed: jax.Array  # [V, D]
+    layers: LayerParams
+    final_norm: jax.Array  # [D]
+    lm_head: jax.Array | None = None  # [D, V]
+    final_norm_bias: jax.Array | None = None  # [D] (GPT-2)
+    pos_embed: jax.Array | None = None  # [max_positions, D] (GPT-2)
+
+    @property
+    def dtype(self) -> jnp.dtype:
+        return self.embed.dtype
+
+
+def _norm(config: ModelConfig, x, scale, bias=None):
+    """RMSNorm (Llama) or LayerNorm (GPT-2), computed in float32 like the reference."""
+    x32 = x.astype(jnp.float32)
+    if config.is_gpt2:
+        x32 = x32 - jnp.mean(x32, axis=-1, keepdims=True)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + config.norm_eps)
+    y = y.astype(x.dtype) * scale
+    return y if bias is None else y + bias
+
+
+def rope_inverse_frequencies(config: ModelConfig) -> np.ndarray:
+    """[H/2] inverse frequencies, with Llama 3 / linear scaling applied (static, numpy)."""
+    H = config.H
+    inv = 1.0 / (config.rope_theta ** (np.arange(0, H, 2, dtype=np.float64) / H))
+    s = config.rope_scaling
+    if s is None:
+        return inv.astype(np.float32)
+    if s.rope_type == "linear":
+        return (inv / s.factor).astype(np.float32)
+    low_wavelen = s.original_max_position_embeddings / s.low_freq_factor
+    high_wavelen = s.original_max_position_embeddings / s.high_freq_factor
+    wavelen = 2 * math.pi / inv
+    smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (
+        s.high_freq_factor - s.low_freq_factor
+    )
+    scaled = np.where(wavelen > low_wavelen, inv / s.factor, inv)
+    mid = (wavelen <= low_wavelen) & (wavelen >= high_wavelen)
+    scaled = np.where(mid, (1 - smooth) * inv / s.factor + smooth * inv, scaled)
+    return scaled.astype(np.float32)
+
+
+def _apply_rope(x_BTNH, cos_BTH2, sin_BTH2):
+    """Half rotation (HF layout): pairs (x[i], x[i + H/2])."""
+    h2 = x_BTNH.shape[-1] // 2
+    x1, x2 = x_BTNH[..., :h2], x_BTNH[..., h2:]
+    c, s = cos_BTH2[:, :, None, :], sin_BTH2[:, :, None, :]
+    out = jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
+    return out.astype(x_BTNH.dtype)
+
+
+def _attention(config, q_BTKGH, k_BTKH, v_BTKH, ck_BKSH, cv_BKSH, prefix_mask_BS, new_mask_BTT):
+    """Softmax over [cached prefix | new tokens] without concatenating keys (no cache copy)."""
+    scale = 1.0 / math.sqrt(config.H)
+    f32 = jnp.float32
+    s_prefix = jnp.einsum("btkgh,bksh->bkgts", q_BTKGH, ck_BKSH, preferred_element_type=f32)
+    s_new = jnp.einsum("btkgh,bukh->bkgtu", q_BTKGH, k_BTKH, preferred_element_type=f32)
+    neg = jnp.finfo(f32).min
+    s_prefix = jnp.where(prefix_mask_BS[:, None, None, None, :], s_prefix * scale, neg)
+    s_new = jnp.where(new_mask_BTT[:, None, None, :, :], s_new * scale, neg)
+    m = jnp.maximum(s_prefix.max(-1, keepdims=True), s_new.max(-1, keepdims=True))
+    p_prefix, p_new = jnp.exp(s_prefix - m), jnp.exp(s_new - m)
+    denom = p_prefix.sum(-1, keepdims=True) + p_new.sum(-1, keepdims=True)
+    dt = ck_BKSH.dtype
+    out = jnp.einsum("bkgts,bksh->btkgh", (p_prefix / denom).astype(dt), cv_BKSH)
+    out = out + jnp.einsum("bkgtu,bukh->btkgh", (p_new / denom).astype(dt), v_BTKH)
+    return out
+
+
+def hidden_states(
+    config: ModelConfig,
+    params: ModelParams,
+    tokens_BT: jax.Array,
+    positions_BT: jax.Array,
+    cache: KVCache,
+    attn_mask_BTT: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Runs the blocks over T new tokens that follow each row's cached prefix.
+
+    Args:
+      tokens_BT, positions_BT: int32 new tokens and their absolute positions.
+      cache: the prefix; row b attends to slots [0, cache.length[b]).
+      attn_mask_BTT: bool, which new tokens each new token sees (causal for a chain,
+        ancestor-or-self for a tree).
+
+    Returns:
+      hidden_BTD after the final norm, and the new keys/values k_LBTKH, v_LBTKH for the cache.
+    """
+    B, T = tokens_BT.shape
+    Q, K, H, G = config.Q, config.K, config.H, config.G
+    x = params.embed[tokens_BT]
+    if config.is_gpt2:
+        x = x + params.pos_embed[positions_BT]
+        cos = sin = None
+    else:
+        inv = jnp.asarray(rope_inverse_frequencies(config))
+        angles = positions_BT.astype(jnp.float32)[..., None] * inv  # [B, T, H/2]
+        cos, sin = jnp.cos(angles), jnp.sin(angles)
+    S = cache.k.shape[3]
+    prefix_mask_BS = jnp.arange(S)[None, :] < cache.length[:, None]
+
+    def block(x_BTD, layer):
+        p, ck_BKSH, cv_BKSH = layer
+        h = _norm(config, x_BTD, p.attn_norm, p.attn_norm_bias)
+        qkv = jnp.einsum("btd,dn->btn", h, p.wqkv)
+        if p.bqkv is not None:
+            qkv = qkv + p.bqkv
+        q = qkv[..., : Q * H].reshape(B, T, Q, H)
+        k = qkv[..., Q * H : (Q + K) * H].reshape(B, T, K, H)
+        v = qkv[..., (Q + K) * H :].reshape(B, T, K, H)
+        if cos is not None:
+            q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+        attn = _attention(
+            config, q.reshape(B, T, K, G, H), k, v, ck_BKSH, cv_BKSH, prefix_mask_BS, attn_mask_BTT
+        )
+        o = jnp.einsum("btn,nd->btd", attn.reshape(B, T, Q * H), p.wo)
+        if p.bo is not None:
+            o = o + p.bo
+        x_BTD = x_BTD + o
+        h = _norm(config, x_BTD, p.mlp_norm, p.mlp_norm_bias)
+        u = jnp.einsum("btd,df->btf", h, p.w_in)
+        if config.is_gpt2:
+            u = jax.nn.gelu(u + p.b_in, approximate=True)
+        else:
+            gate, up = u[..., : config.F], u[..., config.F :]
+            u = jax.nn.silu(gate) * up
+        m = jnp.einsum("btf,fd->btd", u, p.w_out)
+        if p.b_out is not None:
+            m = m + p.b_out
+        return x_BTD + m, (k, v)
+
+    x, (k_LBTKH, v_LBTKH) = jax.lax.scan(block, x, (params.layers, cache.k, cache.v))
+    hidden = _norm(config, x, params.final_norm, params.final_norm_bias)
+    return hidden, k_LBTKH, v_LBTKH
+
+
+def lm_logits(params: ModelParams, hidden_BTD: jax.Array) -> jax.Array:
+    """float32 logits [B, T, V]; a tied head reuses the embedding without a transposed copy."""
+    f32 = jnp.float32
+    if params.lm_head is None:
+        return jnp.einsum("btd,vd->btv", hidden_BTD, params.embed, preferred_element_type=f32)
+    return jnp.einsum("btd,dv->btv", hidden_BTD, params.lm_head, preferred_element_type=f32)
+
+
+def forward(
+    config: ModelConfig,
+    params: ModelParams,
+    tokens_BT: jax.Array,
+    positions_BT: jax.Array,
+    cache: KVCache,
+    attn_mask_BTT: jax.Array,
+) -> tuple[jax.Array, jax.Array, KVCache]:
+    """The DESIGN contract: (logits_BTV, hidden_BTD, cache with the T entries appended)."""
+    hidden, k_new, v_new = hidden_states(config, params, tokens_BT, positions_BT, cache, attn_mask_BTT)
+    return lm_logits(params, hidden), hidden, cache.append(k_new, v_new)
+
+
+def causal_mask(B: int, T: int) -> jax.Array:
+    """[B, T, T] lower-triangular mask: a chain of new tokens."""
+    return jnp.broadcast_to(jnp.tril(jnp.ones((T, T), bool)), (B, T, T))
