@@ -1,0 +1,150 @@
+"""`python -m specjax.decode`: generate text with any method on any supported checkpoint.
+
+With no flags it runs the embedded default (SmolLM2-135M-Instruct) on a built-in prompt. `--json`
+makes the last stdout line one JSON object (DESIGN "Public contracts"). Every user mistake ends as
+one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags
+
+from specjax.errors import SpecjaxError
+
+METHODS = (
+    "vanilla",
+    "sd",
+    "ngram",
+    "ouroboros",
+    "lookahead",
+    "redrafter",
+    "ctc",
+    "medusa",
+    "sprinter",
+)
+AVAILABLE_METHODS = ("vanilla",)
+DEFAULT_PROMPT = "Explain in three sentences why the sky is blue."
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string(
+    "model", "smollm2", "GGUF file, Hugging Face directory, or 'smollm2' (embedded)."
+)
+flags.DEFINE_string(
+    "draft", "", "Draft model for sd: a path, or self:N (the target's first N layers)."
+)
+flags.DEFINE_string("method", "vanilla", f"One of {'|'.join(METHODS)}.")
+flags.DEFINE_string("prompt", DEFAULT_PROMPT, "The prompt text.")
+flags.DEFINE_integer("max_new_tokens", 128, "Upper bound on generated tokens.")
+flags.DEFINE_float("temperature", 0.0, "0 is greedy; > 0 samples.")
+flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens when sampling (0: all).")
+flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1: all).")
+flags.DEFINE_integer("seed", 0, "Sampling seed; the same seed gives the same tokens.")
+flags.DEFINE_bool("chat", None, "Apply the chat template (default: on when the model has one).")
+flags.DEFINE_bool("json", False, "Print the result as one JSON object on the last line.")
+flags.DEFINE_string("dtype", "float32", "Parameter dtype: float32 or bfloat16.")
+flags.DEFINE_integer(
+    "max_cache_len", None, "Cap on prompt + new tokens (default: the model's context)."
+)
+
+
+def _status(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
+    """Chat template with a generation prompt, or exactly what `tokenizer(prompt)` gives."""
+    if chat:
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
+        )
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        return list(ids)
+    return list(tokenizer(prompt)["input_ids"])
+
+
+def run(argv_flags=FLAGS) -> dict:
+    """Loads, generates, returns the JSON-able result (raises SpecjaxError on bad input)."""
+    from models.loading import load_model
+    from specjax.engine import generate
+    from specjax.sampling import SamplingConfig
+
+    method = argv_flags.method
+    if method not in METHODS:
+        raise SpecjaxError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
+    if method not in AVAILABLE_METHODS:
+        raise SpecjaxError(f"method {method} is not available yet")
+    if argv_flags.max_new_tokens < 1:
+        raise SpecjaxError(f"--max_new_tokens must be >= 1, got {argv_flags.max_new_tokens}")
+    sampling = SamplingConfig(argv_flags.temperature, argv_flags.top_k, argv_flags.top_p)
+    _status(f"loading {argv_flags.model} ...")
+    model = load_model(argv_flags.model, argv_flags.dtype)
+    if model.tokenizer is None:
+        raise SpecjaxError(f"{model.source} has no tokenizer (tokenizer.json) to encode the prompt")
+    chat = model.has_chat_template if argv_flags.chat is None else argv_flags.chat
+    if chat and not model.has_chat_template:
+        raise SpecjaxError(f"--chat: {model.source} has no chat template")
+    prompt_ids = encode_prompt(model.tokenizer, argv_flags.prompt, chat)
+    _status(f"generating with {method} (first call compiles) ...")
+    result = generate(
+        model.config,
+        model.params,
+        [prompt_ids],
+        max_new_tokens=argv_flags.max_new_tokens,
+        sampling=sampling,
+        eos_ids=model.eos_ids,
+        seed=argv_flags.seed,
+        max_cache_len=argv_flags.max_cache_len,
+    )
+    tokens = result.tokens[0]
+    return {
+        "text": model.tokenizer.decode(tokens, skip_special_tokens=True),
+        "tokens": tokens,
+        "new_tokens": len(tokens),
+        "target_calls": result.target_calls[0],
+        "tau": result.tau,
+        "seconds": result.seconds,
+        "compile_seconds": result.compile_seconds,
+        "tokens_per_s": result.tokens_per_s,
+        "method": method,
+        "model": model.source,
+        "prompt_tokens": len(prompt_ids),
+        "chat": chat,
+    }
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        _fail(f"unexpected argument {argv[1]!r} (flags look like --prompt='...')")
+    try:
+        out = run()
+    except SpecjaxError as e:
+        _fail(str(e))
+    if FLAGS.json:
+        print(json.dumps(out))
+    else:
+        print(out["text"])
+        _status(
+            f"{out['new_tokens']} tokens in {out['seconds']:.2f}s ({out['tokens_per_s']:.1f} tok/s, "
+            f"tau {out['tau']:.2f}, compile {out['compile_seconds']:.1f}s)"
+        )
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl parsing, but a bad flag is one line and exit 2, not a usage dump."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e).splitlines()[0])
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,270 @@
+"""The decode loop: prefill, then one jitted `lax.while_loop` of steps with no host round-trip.
+
+State that flows through the loop is a `flax.struct.dataclass`; everything static (model config,
+sampling, token budget, EOS ids) is a hashable frozen dataclass passed as a static argument, so the
+same shapes never recompile. Prompts are right-padded to a power-of-two bucket for the same reason.
+Randomness: each row has its own key, folded with the index of the token being produced, so a row's
+tokens depend on its seed and prompt only, never on the rest of the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jax.sharding import Mesh
+
+from models.config import ModelConfig
+from models.transformer import ModelParams, causal_mask, forward, hidden_states, lm_logits
+from specjax.cache import KVCache, init_cache
+from specjax.errors import SpecjaxError
+from specjax.sampling import SamplingConfig, sample_token
+from specjax.sharding import batch_sharding, constrain_cache
+
+MIN_PROMPT_BUCKET = 32
+PAD_TOKEN = 0  # written into prompt padding; never attended to.
+NO_TOKEN = -1  # fills the output buffer past each row's end.
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSpec:
+    """Static description of one generate call (hashable: a jit static argument)."""
+
+    max_new_tokens: int
+    sampling: SamplingConfig = SamplingConfig()
+    eos_ids: tuple[int, ...] = ()
+
+
+@struct.dataclass
+class DecodeState:
+    """Attributes:
+    out_tokens: int32 [B, N] emitted tokens, NO_TOKEN past each row's end (N = max_new_tokens).
+    num_new: int32 [B] tokens emitted so far.
+    done: bool [B] the row hit EOS or its budget; its cache and outputs are frozen.
+    cache: the target's KV cache; holds every emitted token except `next_token`.
+    next_token: int32 [B] the last emitted token, fed to the target at the next step.
+    row_keys: [B] PRNG keys, one per row.
+    target_calls: int32 [B] target forwards that served this row (prefill included).
+    drafted: int32 [B] draft tokens proposed to the target.
+    accepted: int32 [B] draft tokens the target accepted.
+    """
+
+    out_tokens: jax.Array
+    num_new: jax.Array
+    done: jax.Array
+    cache: KVCache
+    next_token: jax.Array
+    row_keys: jax.Array
+    target_calls: jax.Array
+    drafted: jax.Array
+    accepted: jax.Array
+
+
+def emit_tokens(
+    state: DecodeState, spec: DecodeSpec, tokens_BA: jax.Array, n_B: jax.Array
+) -> DecodeState:
+    """Appends the first n[b] of tokens[b] to each active row, cut at EOS and at the budget.
+
+    Returns the state with out_tokens, num_new, next_token and done updated (cache untouched).
+    """
+    B, A = tokens_BA.shape
+    N = spec.max_new_tokens
+    a_A = jnp.arange(A, dtype=jnp.int32)
+    valid_BA = a_A[None, :] < n_B[:, None]
+    if spec.eos_ids:
+        is_eos = jnp.isin(tokens_BA, jnp.asarray(spec.eos_ids)) & valid_BA
+        first_eos = jnp.min(jnp.where(is_eos, a_A[None, :], A), axis=1)
+        n_B = jnp.minimum(n_B, first_eos + 1)
+        hit_eos = first_eos < n_B
+    else:
+        hit_eos = jnp.zeros((B,), bool)
+    n_B = jnp.where(state.done, 0, jnp.minimum(n_B, N - state.num_new))
+    slots_BA = state.num_new[:, None] + a_A[None, :]
+    slots_BA = jnp.where(a_A[None, :] < n_B[:, None], slots_BA, N)  # N is out of range: dropped
+    rows = jnp.arange(B)[:, None]
+    out = state.out_tokens.at[rows, slots_BA].set(tokens_BA, mode="drop")
+    num_new = state.num_new + n_B
+    last = jnp.take_along_axis(tokens_BA, jnp.maximum(n_B - 1, 0)[:, None], axis=1)[:, 0]
+    next_token = jnp.where(n_B > 0, last, state.next_token)
+    done = state.done | (hit_eos & (n_B > 0)) | (num_new >= N)
+    return state.replace(out_tokens=out, num_new=num_new, next_token=next_token, done=done)
+
+
+def _sample_rows(row_keys, index_B, logits_BV, sampling: SamplingConfig):
+    keys = jax.vmap(jax.random.fold_in)(row_keys, index_B)
+    return jax.vmap(lambda k, lg: sample_token(k, lg, sampling))(keys, logits_BV)
+
+
+def prefill(
+    config: ModelConfig,
+    params: ModelParams,
+    spec: DecodeSpec,
+    prompt_BP: jax.Array,
+    prompt_len_B: jax.Array,
+    row_keys: jax.Array,
+    cache_len: int,
+    mesh: Mesh | None = None,
+) -> DecodeState:
+    """Runs the padded prompts through the target and emits each row's first token."""
+    B, P = prompt_BP.shape
+    cache = init_cache(config.L, B, config.K, cache_len, config.H, params.dtype)
+    cache = constrain_cache(cache, mesh)
+    positions = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32), (B, P))
+    hidden, k, v = hidden_states(config, params, prompt_BP, positions, cache, causal_mask(B, P))
+    cache = cache.append(k, v).replace(length=prompt_len_B)  # forget the padding
+    last_hidden = jnp.take_along_axis(hidden, (prompt_len_B - 1)[:, None, None], axis=1)
+    logits = lm_logits(params, last_hidden)[:, 0]
+    N = spec.max_new_tokens
+    state = DecodeState(
+        out_tokens=jnp.full((B, N), NO_TOKEN, jnp.int32),
+        num_new=jnp.zeros((B,), jnp.int32),
+        done=jnp.zeros((B,), bool),
+        cache=cache,
+        next_token=jnp.zeros((B,), jnp.int32),
+        row_keys=row_keys,
+        target_calls=jnp.ones((B,), jnp.int32),
+        drafted=jnp.zeros((B,), jnp.int32),
+        accepted=jnp.zeros((B,), jnp.int32),
+    )
+    first = _sample_rows(row_keys, state.num_new, logits, spec.sampling)
+    return emit_tokens(state, spec, first[:, None], jnp.ones((B,), jnp.int32))
+
+
+def vanilla_step(
+    config: ModelConfig, params: ModelParams, spec: DecodeSpec, state: DecodeState
+) -> DecodeState:
+    """One target forward over each row's last token: the baseline everything is measured against."""
+    B = state.next_token.shape[0]
+    cache = state.cache
+    logits, _, new_cache = forward(
+        config, params, state.next_token[:, None], cache.length[:, None], cache, causal_mask(B, 1)
+    )
+    new_cache = new_cache.replace(length=jnp.where(state.done, cache.length, new_cache.length))
+    token = _sample_rows(state.row_keys, state.num_new, logits[:, 0], spec.sampling)
+    active = ~state.done
+    state = state.replace(cache=new_cache, target_calls=state.target_calls + active)
+    return emit_tokens(state, spec, token[:, None], jnp.ones((B,), jnp.int32))
+
+
+def _decode(config, spec, params, prompt_BP, prompt_len_B, row_keys, cache_len, mesh):
+    state = prefill(config, params, spec, prompt_BP, prompt_len_B, row_keys, cache_len, mesh)
+    return jax.lax.while_loop(
+        lambda s: ~jnp.all(s.done),
+        lambda s: vanilla_step(config, params, spec, s),
+        state,
+    )
+
+
+_decode_jit = jax.jit(_decode, static_argnums=(0, 1, 6, 7))
+
+
+@dataclasses.dataclass
+class GenerationResult:
+    """Host-side result of one `generate` call.
+
+    Attributes:
+      tokens: the new token ids of each row (prompt excluded, EOS included if emitted).
+      target_calls, drafted, accepted: per-row counts from the jitted loop.
+      seconds: generation wall time after compilation; compile_seconds: the first call's compile.
+    """
+
+    tokens: list[list[int]]
+    target_calls: list[int]
+    drafted: list[int]
+    accepted: list[int]
+    seconds: float
+    compile_seconds: float
+
+    @property
+    def new_tokens(self) -> int:
+        return sum(len(t) for t in self.tokens)
+
+    @property
+    def tau(self) -> float:
+        """Mean new tokens per target call (1.0 for vanilla)."""
+        return self.new_tokens / max(1, sum(self.target_calls))
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else float("inf")
+
+
+def prompt_bucket(n: int) -> int:
+    """Pads prompt lengths to powers of two (>= 32) so similar prompts share one compilation."""
+    return max(MIN_PROMPT_BUCKET, 1 << (max(n, 1) - 1).bit_length())
+
+
+_COMPILED: dict = {}
+
+
+def generate(
+    config: ModelConfig,
+    params: ModelParams,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    sampling: SamplingConfig = SamplingConfig(),
+    eos_ids: Sequence[int] = (),
+    seed: int | Sequence[int] = 0,
+    max_cache_len: int | None = None,
+    mesh: Mesh | None = None,
+) -> GenerationResult:
+    """Vanilla decoding of a batch of token-id prompts of different lengths (one jitted loop).
+
+    With a mesh, `params` should already be placed by `specjax.sharding.shard_params`; prompts go
+    batch-sharded on "data" and the cache is constrained to the cache rules.
+    """
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise SpecjaxError("every prompt needs at least one token")
+    if max_new_tokens < 1:
+        raise SpecjaxError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    capacity = min(config.max_positions, max_cache_len or config.max_positions)
+    longest = max(len(p) for p in prompts)
+    if longest + max_new_tokens > capacity:
+        raise SpecjaxError(
+            f"prompt of {longest} tokens + max_new_tokens {max_new_tokens} exceeds the cache of "
+            f"{capacity} tokens"
+        )
+    for p in prompts:
+        if min(p) < 0 or max(p) >= config.V:
+            raise SpecjaxError(f"prompt token ids must be in [0, {config.V})")
+    B = len(prompts)
+    P = min(prompt_bucket(longest), capacity)
+    prompt_BP = np.full((B, P), PAD_TOKEN, np.int32)
+    for b, p in enumerate(prompts):
+        prompt_BP[b, : len(p)] = p
+    prompt_len_B = np.array([len(p) for p in prompts], np.int32)
+    seeds = [seed] * B if isinstance(seed, int) else list(seed)
+    row_keys = jnp.stack([jax.random.key(s) for s in seeds])
+    spec = DecodeSpec(max_new_tokens, sampling, tuple(int(e) for e in eos_ids))
+    cache_len = P + max_new_tokens + 1
+    rows = (jnp.asarray(prompt_BP), jnp.asarray(prompt_len_B), row_keys)
+    if mesh is not None:
+        rows = tuple(jax.device_put(x, batch_sharding(mesh, x.shape)) for x in rows)
+    args = (params, *rows)
+    signature = jax.tree.map(lambda x: (x.shape, x.dtype, x.sharding), args)
+    key = (config, spec, cache_len, mesh, signature)
+    compile_seconds = 0.0
+    if key not in _COMPILED:
+        t0 = time.perf_counter()
+        _COMPILED[key] = _decode_jit.lower(config, spec, *args, cache_len, mesh).compile()
+        compile_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state = _COMPILED[key](*args)
+    state = jax.block_until_ready(state)
+    seconds = time.perf_counter() - t0
+    out = np.asarray(state.out_tokens)
+    num_new = np.asarray(state.num_new)
+    return GenerationResult(
+        tokens=[out[b, : num_new[b]].tolist() for b in range(B)],
+        target_calls=np.asarray(state.target_calls).tolist(),
+        drafted=np.asarray(state.drafted).tolist(),
+        accepted=np.asarray(state.accepted).tolist(),
+        seconds=seconds,
+        compile_seconds=compile_seconds,
+    )
