@@ -203,10 +203,51 @@ def forward(
     attn_mask_BTT: jax.Array,
 ) -> tuple[jax.Array, jax.Array, KVCache]:
     """The DESIGN contract: (logits_BTV, hidden_BTD, cache with the T entries appended)."""
-    hidden, k_new, v_new = hidden_states(config, params, tokens_BT, positions_BT, cache, attn_mask_BTT)
+    hidden, k_new, v_new = hidden_states(
+        config, params, tokens_BT, positions_BT, cache, attn_mask_BTT
+    )
     return lm_logits(params, hidden), hidden, cache.append(k_new, v_new)
 
 
 def causal_mask(B: int, T: int) -> jax.Array:
     """[B, T, T] lower-triangular mask: a chain of new tokens."""
     return jnp.broadcast_to(jnp.tril(jnp.ones((T, T), bool)), (B, T, T))
+
+
+def init_params(
+    config: ModelConfig, key: jax.Array, dtype=jnp.float32, scale: float = 0.02
+) -> ModelParams:
+    """Random params in our layout: tiny test models and fresh draft models start here."""
+    c = config
+    keys = iter(jax.random.split(key, 16))
+
+    def normal(*shape):
+        return (scale * jax.random.normal(next(keys), shape)).astype(dtype)
+
+    def near_one(*shape):
+        return (1.0 + 0.1 * jax.random.normal(next(keys), shape)).astype(dtype)
+
+    L, D, F, N = c.L, c.D, c.F, (c.Q + 2 * c.K) * c.H
+    gpt2 = c.is_gpt2
+    layers = LayerParams(
+        attn_norm=near_one(L, D),
+        wqkv=normal(L, D, N),
+        wo=normal(L, c.Q * c.H, D),
+        mlp_norm=near_one(L, D),
+        w_in=normal(L, D, F if gpt2 else 2 * F),
+        w_out=normal(L, F, D),
+        bqkv=normal(L, N) if c.qkv_bias else None,
+        attn_norm_bias=normal(L, D) if gpt2 else None,
+        bo=normal(L, D) if gpt2 else None,
+        mlp_norm_bias=normal(L, D) if gpt2 else None,
+        b_in=normal(L, F) if gpt2 else None,
+        b_out=normal(L, D) if gpt2 else None,
+    )
+    return ModelParams(
+        embed=normal(c.V, D) * 50,  # unit-scale embeddings, as trained models have
+        layers=layers,
+        final_norm=near_one(D),
+        lm_head=None if c.tie_word_embeddings else normal(D, c.V) * 50,
+        final_norm_bias=normal(D) if gpt2 else None,
+        pos_embed=normal(c.max_positions, D) if gpt2 else None,
+    )
