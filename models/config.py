@@ -85,7 +85,9 @@ class ModelConfig:
             )
         try:
             eos = hf.get("eos_token_id")
-            eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else (() if eos is None else (eos,))
+            eos_ids = (
+                tuple(eos) if isinstance(eos, (list, tuple)) else (() if eos is None else (eos,))
+            )
             if model_type == "gpt2":
                 D, Q = hf["n_embd"], hf["n_head"]
                 return cls(
@@ -142,4 +144,6 @@ class ModelConfig:
                 eos_token_ids=eos_ids,
             )
         except KeyError as e:
-            raise SpecjaxError(f"config.json for {model_type} lacks the field {e.args[0]!r}") from None
+            raise SpecjaxError(
+                f"config.json for {model_type} lacks the field {e.args[0]!r}"
+            ) from None

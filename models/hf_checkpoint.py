@@ -62,7 +62,9 @@ def _read_safetensors(file: Path) -> dict[str, np.ndarray]:
         raise SpecjaxError(f"corrupt or truncated safetensors file {file}: {e}") from None
 
 
-def _stack(tensors: Mapping[str, np.ndarray], names: list[str], shape: tuple[int, ...]) -> np.ndarray:
+def _stack(
+    tensors: Mapping[str, np.ndarray], names: list[str], shape: tuple[int, ...]
+) -> np.ndarray:
     """Stacks one named tensor per layer, checking every shape against the config."""
     out = []
     for n in names:

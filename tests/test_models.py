@@ -52,7 +52,9 @@ def test_full_prompt_logits_match_transformers(tiny):
     B, T = tokens.shape
     cache = init_cache(config.L, B, config.K, 64, config.H)
     positions = jnp.broadcast_to(jnp.arange(T), (B, T))
-    logits, _, cache = forward(config, params, jnp.asarray(tokens), positions, cache, causal_mask(B, T))
+    logits, _, cache = forward(
+        config, params, jnp.asarray(tokens), positions, cache, causal_mask(B, T)
+    )
     np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-4, rtol=0)
     assert cache.length.tolist() == [T, T]
 
