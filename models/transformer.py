@@ -181,6 +181,7 @@ def hidden_states(
             m = m + p.b_out
         return x_BTD + m, (k, v)
 
+    # A rolled scan: unrolling measured 4x slower on XLA:CPU for SmolLM2 (and 6x the compile time).
     x, (k_LBTKH, v_LBTKH) = jax.lax.scan(block, x, (params.layers, cache.k, cache.v))
     hidden = _norm(config, x, params.final_norm, params.final_norm_bias)
     return hidden, k_LBTKH, v_LBTKH
