@@ -1,0 +1,105 @@
+"""What a drafter hands the engine, and what the engine hands back after verification.
+
+A verification block has T slots: slot 0 is the root (the last emitted token, not yet in the target's
+cache), slots 1..T-1 are draft nodes. `parent` says the tree: parent[0] = ROOT_PARENT, every node's
+parent has a smaller index (topological order), and siblings are tried in index order. A chain is
+parent[i] = i - 1. Slots a drafter leaves empty get NO_PARENT and are never accepted, so drafters
+with a variable number of proposals keep static shapes.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+ROOT_PARENT = -1
+NO_PARENT = -2  # an empty slot: never a child of anything
+
+
+@struct.dataclass
+class Candidates:
+    """Attributes:
+    tokens: int32 [B, T]; tokens[:, 0] is the root.
+    parent: int32 [B, T] tree structure (see module doc).
+    q_probs: float32 [B, T, V] the (warped) distribution node i was *sampled* from, or None when
+      the drafter chose its nodes deterministically (top-k, n-gram lookup, beams, phrases): the
+      verifier then treats q as one-hot, which is exact (DESIGN "Verification").
+    """
+
+    tokens: jax.Array
+    parent: jax.Array
+    q_probs: jax.Array | None = None
+
+    @property
+    def num_drafted(self) -> jax.Array:
+        """int32 [B] real draft nodes per row."""
+        return jnp.sum(self.parent[:, 1:] != NO_PARENT, axis=1).astype(jnp.int32)
+
+
+@struct.dataclass
+class DraftContext:
+    """What the target last produced, for `propose`.
+
+    Attributes:
+      root: int32 [B] the last emitted token (slot 0 of the next block).
+      root_position: int32 [B] its position (= the target cache length).
+      hidden: [B, D] the target's final-norm hidden state at the token before the root, i.e. the
+        state that predicted the root (ReDrafter/Medusa-style heads draft from it).
+      done: bool [B] finished rows (a drafter may skip work for them).
+    """
+
+    root: jax.Array
+    root_position: jax.Array
+    hidden: jax.Array
+    done: jax.Array
+
+
+@struct.dataclass
+class Verified:
+    """The outcome of one verification, for `update`.
+
+    Attributes:
+      path: int32 [B, T] node indices of the accepted path, path[:, 0] = 0 (the root).
+      n_path: int32 [B] 1 + accepted draft tokens.
+      path_tokens: int32 [B, T] tokens along the path (root first).
+      bonus: int32 [B] the target's own next token after the path: the new root.
+      new_root_position: int32 [B] the bonus token's position.
+      target_argmax: int32 [B, T] the target's argmax after every node (Ouroboros reuses it).
+      candidates: the block that was verified.
+    """
+
+    path: jax.Array
+    n_path: jax.Array
+    path_tokens: jax.Array
+    bonus: jax.Array
+    new_root_position: jax.Array
+    target_argmax: jax.Array
+    candidates: Candidates
+
+
+def tree_mask(parent_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Depth [B, T] and ancestor-or-self mask [B, T, T] from parent indices (empty slots see
+    only themselves, at depth 0)."""
+    B, T = parent_BT.shape
+    eye = jnp.eye(T, dtype=bool)
+
+    def add_node(i, carry):
+        mask, depth = carry
+        p = parent_BT[:, i]
+        has_parent = p >= 0
+        p_safe = jnp.maximum(p, 0)
+        row = jnp.take_along_axis(mask, p_safe[:, None, None], axis=1)[:, 0] & has_parent[:, None]
+        mask = mask.at[:, i].set(row | eye[i][None])
+        d = jnp.where(has_parent, jnp.take_along_axis(depth, p_safe[:, None], 1)[:, 0] + 1, 0)
+        return mask, depth.at[:, i].set(d)
+
+    mask0 = jnp.broadcast_to(eye, (B, T, T))
+    depth0 = jnp.zeros((B, T), jnp.int32)
+    mask, depth = jax.lax.fori_loop(1, T, add_node, (mask0, depth0))
+    return depth, mask
+
+
+def chain_parent(B: int, T: int) -> jax.Array:
+    """parent [B, T] of a chain: root -> 1 -> 2 -> ..."""
+    return jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32) - 1, (B, T))
