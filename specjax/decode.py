@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from specjax.errors import SpecjaxError
 
@@ -139,11 +139,18 @@ def _fail(message: str) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl parsing, but a bad flag is one line and exit 2, not a usage dump."""
+    """absl parsing, but a bad flag is one line and exit 2, not a usage dump.
+
+    `app.run` raises an unset --verbosity to INFO, which floods stderr with JAX's and our INFO
+    lines; keep WARNING unless the user asks (--verbosity=0), so stderr is our status lines only.
+    """
     try:
-        return FLAGS(argv)
+        rest = FLAGS(argv)
     except flags.Error as e:
         _fail(str(e).splitlines()[0])
+    if FLAGS["verbosity"].using_default_value:
+        logging.set_verbosity(logging.WARNING)
+    return rest
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -22,9 +23,11 @@ from jax.sharding import Mesh
 from models.config import ModelConfig
 from models.transformer import ModelParams, causal_mask, forward, hidden_states, lm_logits
 from specjax.cache import KVCache, init_cache
+from specjax.candidates import Candidates, DraftContext, Verified, tree_mask
 from specjax.errors import SpecjaxError
 from specjax.sampling import SamplingConfig, sample_token
 from specjax.sharding import batch_sharding, constrain_cache
+from specjax.verify import verify
 
 MIN_PROMPT_BUCKET = 32
 PAD_TOKEN = 0  # written into prompt padding; never attended to.
@@ -52,6 +55,8 @@ class DecodeState:
     target_calls: int32 [B] target forwards that served this row (prefill included).
     drafted: int32 [B] draft tokens proposed to the target.
     accepted: int32 [B] draft tokens the target accepted.
+    last_hidden: [B, D] the target's hidden state that predicted `next_token`.
+    draft_state: the drafter's own pytree (None for vanilla); the engine never looks inside.
     """
 
     out_tokens: jax.Array
@@ -63,6 +68,8 @@ class DecodeState:
     target_calls: jax.Array
     drafted: jax.Array
     accepted: jax.Array
+    last_hidden: jax.Array
+    draft_state: Any = None
 
 
 def emit_tokens(
@@ -130,6 +137,7 @@ def prefill(
         target_calls=jnp.ones((B,), jnp.int32),
         drafted=jnp.zeros((B,), jnp.int32),
         accepted=jnp.zeros((B,), jnp.int32),
+        last_hidden=last_hidden[:, 0],
     )
     first = _sample_rows(row_keys, state.num_new, logits, spec.sampling)
     return emit_tokens(state, spec, first[:, None], jnp.ones((B,), jnp.int32))
@@ -151,16 +159,108 @@ def vanilla_step(
     return emit_tokens(state, spec, token[:, None], jnp.ones((B,), jnp.int32))
 
 
-def _decode(config, spec, params, prompt_BP, prompt_len_B, row_keys, cache_len, mesh):
-    state = prefill(config, params, spec, prompt_BP, prompt_len_B, row_keys, cache_len, mesh)
-    return jax.lax.while_loop(
-        lambda s: ~jnp.all(s.done),
-        lambda s: vanilla_step(config, params, spec, s),
-        state,
+def _target_block(config, params, cands: Candidates, cache: KVCache, any_draft):
+    """One target forward over the block; when no row drafted anything, a 1-token forward instead
+    (same outputs at slot 0, so n-gram lookup without a match costs what vanilla costs)."""
+    B, T = cands.tokens.shape
+    depth, mask = tree_mask(cands.parent)
+
+    def full(cache):
+        return forward(config, params, cands.tokens, cache.length[:, None] + depth, cache, mask)
+
+    def root_only(cache):
+        logits, hidden, new_cache = forward(
+            config, params, cands.tokens[:, :1], cache.length[:, None], cache, causal_mask(B, 1)
+        )
+        pad = ((0, 0), (0, T - 1), (0, 0))
+        # Slots 1.. hold no drafts, so only slot 0's outputs are read; the length stays in step
+        # with a full block so that `commit` finds the block start.
+        return (
+            jnp.pad(logits, pad),
+            jnp.pad(hidden, pad),
+            new_cache.replace(length=new_cache.length + T - 1),
+        )
+
+    return jax.lax.cond(any_draft, full, root_only, cache)
+
+
+def speculative_step(
+    config: ModelConfig,
+    params: ModelParams,
+    spec: DecodeSpec,
+    drafter,
+    draft_params,
+    state: DecodeState,
+) -> DecodeState:
+    """draft -> one target forward over the block -> verify -> commit -> update drafter -> emit."""
+    B = state.next_token.shape[0]
+    step_keys = jax.vmap(jax.random.fold_in)(state.row_keys, state.num_new)
+    split = jax.vmap(lambda k: jax.random.split(k, 2))(step_keys)
+    draft_keys, verify_keys = split[:, 0], split[:, 1]
+    cache = state.cache
+    ctx = DraftContext(
+        root=state.next_token,
+        root_position=cache.length,
+        hidden=state.last_hidden,
+        done=state.done,
     )
+    cands, draft_state = drafter.propose(
+        draft_params, state.draft_state, ctx, draft_keys, spec.sampling
+    )
+    T = cands.tokens.shape[1]
+    num_drafted = jnp.where(state.done, 0, cands.num_drafted)
+    logits, hidden, new_cache = _target_block(
+        config, params, cands, cache, jnp.any(num_drafted > 0)
+    )
+    path, n_path, bonus = verify(verify_keys, logits, cands, spec.sampling)
+    new_cache = new_cache.commit(T, path, n_path)
+    rows = jnp.arange(B)[:, None]
+    path_tokens = cands.tokens[rows, path]
+    emitted = jnp.concatenate([path_tokens[:, 1:], jnp.zeros((B, 1), jnp.int32)], axis=1)
+    emitted = emitted.at[jnp.arange(B), n_path - 1].set(bonus)
+    last = path[jnp.arange(B), n_path - 1]
+    verified = Verified(
+        path=path,
+        n_path=n_path,
+        path_tokens=path_tokens,
+        bonus=bonus,
+        new_root_position=cache.length + n_path,
+        target_argmax=jnp.argmax(logits, axis=-1).astype(jnp.int32),
+        candidates=cands,
+    )
+    draft_state = drafter.update(draft_params, draft_state, verified)
+    active = ~state.done
+    state = state.replace(
+        cache=new_cache,
+        draft_state=draft_state,
+        last_hidden=jnp.where(active[:, None], hidden[jnp.arange(B), last], state.last_hidden),
+        target_calls=state.target_calls + active,
+        drafted=state.drafted + num_drafted,
+        accepted=state.accepted + jnp.where(active, n_path - 1, 0),
+    )
+    after = emit_tokens(state, spec, emitted, n_path)
+    # The cache keeps the root and the emitted tokens before the new root: when EOS or the budget
+    # cut the emission short, accepted drafts past the cut are forgotten too.
+    n_emitted = after.num_new - state.num_new
+    length = cache.length + jnp.minimum(n_path, n_emitted)
+    return after.replace(cache=after.cache.replace(length=length))
 
 
-_decode_jit = jax.jit(_decode, static_argnums=(0, 1, 6, 7))
+def _decode(
+    config, spec, drafter, params, draft_params, prompt_BP, prompt_len_B, row_keys, cache_len, mesh
+):
+    state = prefill(config, params, spec, prompt_BP, prompt_len_B, row_keys, cache_len, mesh)
+    if drafter is None:
+        step = lambda s: vanilla_step(config, params, spec, s)
+    else:
+        state = state.replace(
+            draft_state=drafter.init(draft_params, prompt_BP, prompt_len_B, cache_len)
+        )
+        step = lambda s: speculative_step(config, params, spec, drafter, draft_params, s)
+    return jax.lax.while_loop(lambda s: ~jnp.all(s.done), step, state)
+
+
+_decode_jit = jax.jit(_decode, static_argnums=(0, 1, 2, 8, 9))
 
 
 @dataclasses.dataclass
@@ -179,6 +279,12 @@ class GenerationResult:
     accepted: list[int]
     seconds: float
     compile_seconds: float
+    final_state: DecodeState | None = None
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted draft tokens / drafted tokens (0 when nothing was drafted)."""
+        return sum(self.accepted) / max(1, sum(self.drafted))
 
     @property
     def new_tokens(self) -> int:
@@ -213,9 +319,15 @@ def generate(
     seed: int | Sequence[int] = 0,
     max_cache_len: int | None = None,
     mesh: Mesh | None = None,
+    drafter: Any = None,
+    draft_params: Any = None,
+    keep_state: bool = False,
 ) -> GenerationResult:
-    """Vanilla decoding of a batch of token-id prompts of different lengths (one jitted loop).
+    """Decodes a batch of token-id prompts of different lengths in one jitted loop.
 
+    `drafter` None is vanilla decoding; otherwise a drafter from `specjax.drafters` (a hashable,
+    static description) with its `draft_params` pytree (e.g. the draft model's weights).
+    `keep_state` returns the final DecodeState (device arrays, caches included) for inspection.
     With a mesh, `params` should already be placed by `specjax.sharding.shard_params`; prompts go
     batch-sharded on "data" and the cache is constrained to the cache rules.
     """
@@ -242,17 +354,18 @@ def generate(
     seeds = [seed] * B if isinstance(seed, int) else list(seed)
     row_keys = jnp.stack([jax.random.key(s) for s in seeds])
     spec = DecodeSpec(max_new_tokens, sampling, tuple(int(e) for e in eos_ids))
-    cache_len = P + max_new_tokens + 1
+    block = 1 if drafter is None else drafter.block_size
+    cache_len = P + max_new_tokens + block + 1  # slack: a full block may be written past the end
     rows = (jnp.asarray(prompt_BP), jnp.asarray(prompt_len_B), row_keys)
     if mesh is not None:
         rows = tuple(jax.device_put(x, batch_sharding(mesh, x.shape)) for x in rows)
-    args = (params, *rows)
+    args = (params, draft_params, *rows)
     signature = jax.tree.map(lambda x: (x.shape, x.dtype, x.sharding), args)
-    key = (config, spec, cache_len, mesh, signature)
+    key = (config, spec, drafter, cache_len, mesh, signature)
     compile_seconds = 0.0
     if key not in _COMPILED:
         t0 = time.perf_counter()
-        _COMPILED[key] = _decode_jit.lower(config, spec, *args, cache_len, mesh).compile()
+        _COMPILED[key] = _decode_jit.lower(config, spec, drafter, *args, cache_len, mesh).compile()
         compile_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     state = _COMPILED[key](*args)
@@ -267,4 +380,5 @@ def generate(
         accepted=np.asarray(state.accepted).tolist(),
         seconds=seconds,
         compile_seconds=compile_seconds,
+        final_state=state if keep_state else None,
     )

@@ -1,0 +1,212 @@
+"""`python -m specjax.decode` as a user runs it: bad input is one `error:` line and exit code 2
+(DESIGN "Bad input"); `--json` prints the public result object (DESIGN "Public contracts").
+
+Every case is a subprocess (each imports JAX, ~2 s), run once and shared by the tests that look at
+it. The happy path uses the real stories260K model from the CI-only reference data.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.hf_reference import make_tiny_hf_model
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CHECKPOINT = DATA / "stories260K.bin"
+TOKENIZER = DATA / "tok512.bin"
+PROMPT = "Once upon a time"
+# Published by llama2.c: the start of stories260K's greedy continuation of PROMPT.
+CONTINUATION = ", there was a little girl named Lily"
+JSON_FIELDS = (
+    "text",
+    "tokens",
+    "new_tokens",
+    "target_calls",
+    "tau",
+    "seconds",
+    "tokens_per_s",
+    "method",
+)
+# The CLI's own progress lines on stderr (specjax.decode._status); anything else is noise.
+STATUS_PREFIXES = ("loading ", "generating with ")
+
+HAS_DATA = CHECKPOINT.is_file() and TOKENIZER.is_file()
+NO_DATA_REASON = f"stories260K.bin / tok512.bin not found under {DATA} (reference data is CI-only)"
+
+
+@functools.cache
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """Runs the CLI once per distinct argument list (tests that share a case share the run)."""
+    return subprocess.run(
+        [sys.executable, "-m", "specjax.decode", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def non_status_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if not line.startswith(STATUS_PREFIXES)]
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny valid HF Llama dir and broken copies of it, plus a file with bad GGUF magic."""
+    root = tmp_path_factory.mktemp("bad_checkpoints")
+    good = root / "good"
+    make_tiny_hf_model("llama", good)
+    out = {"missing": root / "does_not_exist"}
+    for name in ("bert", "truncated", "wrong_shape"):
+        out[name] = root / name
+        out[name].mkdir()
+        for f in good.iterdir():
+            (out[name] / f.name).write_bytes(f.read_bytes())
+
+    config = json.loads((out["bert"] / "config.json").read_text())
+    config["model_type"] = "bert"
+    (out["bert"] / "config.json").write_text(json.dumps(config))
+
+    weights = out["truncated"] / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+
+    config = json.loads((out["wrong_shape"] / "config.json").read_text())
+    config["intermediate_size"] += 32
+    (out["wrong_shape"] / "config.json").write_text(json.dumps(config))
+
+    out["bad_magic"] = root / "model.gguf"
+    out["bad_magic"].write_bytes(b"GGML" + bytes(256))
+    return out
+
+
+@pytest.fixture(scope="module")
+def stories_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """stories260K converted to an HF Llama directory, once for the module."""
+    if not HAS_DATA:
+        pytest.skip(NO_DATA_REASON)
+    from models.llama2c import convert
+
+    return convert(CHECKPOINT, TOKENIZER, tmp_path_factory.mktemp("stories260K_hf"))
+
+
+# case -> (argument builder, text the error line must contain). Builders get a path lookup.
+ERROR_CASES = {
+    "unknown_method": (lambda p: ["--method=beam_search"], "unknown method 'beam_search'"),
+    "method_not_built_yet": (
+        lambda p: ["--method=medusa"],
+        "method medusa is not available yet",
+    ),
+    "negative_temperature": (lambda p: ["--temperature=-0.5"], "temperature must be >= 0"),
+    "unknown_flag": (lambda p: ["--no_such_flag=1"], "no_such_flag"),
+    "missing_model_path": (lambda p: [f"--model={p['missing']}"], "model not found"),
+    "unknown_architecture": (
+        lambda p: [f"--model={p['bert']}"],
+        "unknown architecture 'bert'",
+    ),
+    "truncated_safetensors": (
+        lambda p: [f"--model={p['truncated']}"],
+        "truncated safetensors",
+    ),
+    "shape_mismatch": (lambda p: [f"--model={p['wrong_shape']}"], "config says"),
+    "bad_gguf_magic": (lambda p: [f"--model={p['bad_magic']}"], "not a GGUF file"),
+    "prompt_longer_than_cache": (
+        lambda p: [
+            f"--model={p['stories']}",
+            "--nochat",
+            "--prompt=Once upon a time there was a little girl named Lily who loved the park",
+            "--max_new_tokens=1",
+            "--max_cache_len=8",
+        ],
+        "exceeds the cache of 8 tokens",
+    ),
+}
+# Detectable from the flags alone: must fail before any weights are read.
+ARGUMENT_ERRORS = ("unknown_method", "method_not_built_yet", "negative_temperature", "unknown_flag")
+
+
+def run_error_case(case: str, request: pytest.FixtureRequest) -> subprocess.CompletedProcess:
+    build, _ = ERROR_CASES[case]
+    paths = dict(request.getfixturevalue("bad_checkpoints"))
+    if case == "prompt_longer_than_cache":
+        paths["stories"] = request.getfixturevalue("stories_dir")
+    return run_cli(*build(paths))
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_bad_input_is_one_error_line_and_exit_code_2(case: str, request) -> None:
+    proc = run_error_case(case, request)
+    lines = non_status_lines(proc.stderr)
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert ERROR_CASES[case][1] in lines[0]
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("case", ARGUMENT_ERRORS)
+def test_argument_errors_are_caught_before_loading_the_model(case: str, request) -> None:
+    proc = run_error_case(case, request)
+    assert "loading" not in proc.stderr, proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Happy path: stories260K, --json --nochat.
+
+
+@pytest.fixture(scope="module")
+def happy(stories_dir: Path) -> subprocess.CompletedProcess:
+    return run_cli(
+        f"--model={stories_dir}",
+        "--json",
+        "--nochat",
+        f"--prompt={PROMPT}",
+        "--max_new_tokens=40",
+    )
+
+
+@pytest.fixture(scope="module")
+def happy_json(happy: subprocess.CompletedProcess) -> dict:
+    assert happy.returncode == 0, happy.stderr
+    return json.loads(happy.stdout.splitlines()[-1])
+
+
+def test_json_last_line_has_the_public_fields(happy_json: dict) -> None:
+    assert set(JSON_FIELDS) <= set(happy_json)
+
+
+def test_json_new_tokens_counts_the_tokens(happy_json: dict) -> None:
+    assert happy_json["new_tokens"] == len(happy_json["tokens"]) == 40
+
+
+def test_vanilla_tau_is_one(happy_json: dict) -> None:
+    assert happy_json["method"] == "vanilla"
+    assert happy_json["target_calls"] == happy_json["new_tokens"]
+    assert happy_json["tau"] == 1.0
+
+
+def test_nochat_greedy_text_is_the_published_continuation(happy_json: dict) -> None:
+    assert happy_json["text"].startswith(CONTINUATION), happy_json["text"]
+
+
+def test_nochat_tokenizes_like_autotokenizer(stories_dir: Path, happy_json: dict) -> None:
+    from transformers import AutoTokenizer
+
+    from models.loading import load_model
+    from specjax.decode import encode_prompt
+
+    expected = AutoTokenizer.from_pretrained(stories_dir)(PROMPT)["input_ids"]
+    assert expected == [1, 403, 407, 261, 378]  # BOS included
+    tokenizer = load_model(str(stories_dir)).tokenizer
+    assert encode_prompt(tokenizer, PROMPT, chat=False) == expected
+    assert happy_json["prompt_tokens"] == len(expected)
+
+
+def test_stderr_has_only_status_lines(happy: subprocess.CompletedProcess) -> None:
+    assert non_status_lines(happy.stderr) == [], happy.stderr

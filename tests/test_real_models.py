@@ -1,0 +1,158 @@
+"""Real pretrained models end to end: stories260K against llama2.c's published text, and the
+embedded SmolLM2-135M-Instruct (Q4_1 GGUF) against transformers' PyTorch implementation.
+
+Each model is loaded once per module. The transformers reference reads the same GGUF file, so both
+sides hold identical dequantized weights and only float32 arithmetic differs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from models.loading import Model, load_model
+from models.transformer import causal_mask, forward
+from specjax.cache import init_cache
+from specjax.decode import encode_prompt
+from specjax.engine import GenerationResult, generate
+from specjax.errors import SpecjaxError
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CHECKPOINT = DATA / "stories260K.bin"
+TOKENIZER = DATA / "tok512.bin"
+STORIES_PROMPT_IDS = [1, 403, 407, 261, 378]  # "Once upon a time", BOS first
+# Published by llama2.c: greedy continuation of "Once upon a time" by stories260K.
+STORIES_CONTINUATION = (
+    ", there was a little girl named Lily. She loved to play outside in the park. One day, she "
+    "saw a big, red ball. She wanted to play with it, but it was too high."
+)
+
+SMOL_PROMPTS = (
+    "Explain in three sentences why the sky is blue.",
+    "Write a Python function that checks whether a number is prime.",
+    "Translate to French: The cat sleeps on the warm windowsill.",
+)
+SMOL_NEW_TOKENS = 32
+LOGITS_ATOL = 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# stories260K (llama2.c), converted to an HF directory and loaded by specjax.
+
+
+@pytest.fixture(scope="module")
+def stories(tmp_path_factory: pytest.TempPathFactory) -> Model:
+    if not (CHECKPOINT.is_file() and TOKENIZER.is_file()):
+        pytest.skip(
+            f"stories260K.bin / tok512.bin not found under {DATA} (reference data is CI-only)"
+        )
+    from models.llama2c import convert
+
+    out = convert(CHECKPOINT, TOKENIZER, tmp_path_factory.mktemp("stories260K_hf"))
+    return load_model(str(out))
+
+
+@pytest.mark.slow
+def test_stories260k_greedy_continues_with_the_published_text(stories: Model) -> None:
+    result = generate(
+        stories.config,
+        stories.params,
+        [STORIES_PROMPT_IDS],
+        max_new_tokens=80,
+        eos_ids=stories.eos_ids,
+    )
+    text = stories.tokenizer.decode(result.tokens[0], skip_special_tokens=True)
+    assert text.startswith(STORIES_CONTINUATION), text
+
+
+# ---------------------------------------------------------------------------------------------
+# SmolLM2-135M-Instruct, the embedded default, against transformers reading the same GGUF.
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> Model:
+    try:
+        return load_model("smollm2")
+    except SpecjaxError as e:
+        pytest.skip(f"embedded SmolLM2 unavailable: {e}")
+
+
+@pytest.fixture(scope="module")
+def hf_smollm2(smollm2: Model):
+    """transformers' model from the same GGUF, with EOS off so it always runs the full budget."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.set_num_threads(2)
+    path = Path(smollm2.source)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32
+    ).eval()
+    model.generation_config.eos_token_id = None
+    return model
+
+
+@pytest.fixture(scope="module")
+def smol_prompt_ids(smollm2: Model) -> list[list[int]]:
+    """The three prompts with the chat template applied (as `--chat` would)."""
+    return [encode_prompt(smollm2.tokenizer, p, chat=True) for p in SMOL_PROMPTS]
+
+
+def _greedy(model: Model, prompts: list[list[int]]) -> GenerationResult:
+    # No EOS: both sides must produce exactly SMOL_NEW_TOKENS tokens.
+    return generate(model.config, model.params, prompts, max_new_tokens=SMOL_NEW_TOKENS, eos_ids=())
+
+
+@pytest.fixture(scope="module")
+def smol_alone(smollm2: Model, smol_prompt_ids: list[list[int]]) -> list[list[int]]:
+    return [_greedy(smollm2, [p]).tokens[0] for p in smol_prompt_ids]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(len(SMOL_PROMPTS)))
+def test_smollm2_greedy_tokens_match_transformers(
+    index: int, hf_smollm2, smol_prompt_ids: list[list[int]], smol_alone: list[list[int]]
+) -> None:
+    import torch
+
+    ids = torch.tensor([smol_prompt_ids[index]])
+    with torch.no_grad():
+        out = hf_smollm2.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=SMOL_NEW_TOKENS,
+            do_sample=False,
+        )
+    expected = out[0, ids.shape[1] :].tolist()
+    assert len(expected) == SMOL_NEW_TOKENS
+    assert smol_alone[index] == expected
+
+
+@pytest.mark.slow
+def test_smollm2_first_token_logits_match_transformers(
+    smollm2: Model, hf_smollm2, smol_prompt_ids: list[list[int]]
+) -> None:
+    import torch
+
+    c = smollm2.config
+    worst = 0.0
+    for ids in smol_prompt_ids:
+        T = len(ids)
+        cache = init_cache(c.L, 1, c.K, T, c.H)
+        logits, _, _ = forward(
+            c, smollm2.params, jnp.asarray([ids]), jnp.arange(T)[None], cache, causal_mask(1, T)
+        )
+        with torch.no_grad():
+            expected = hf_smollm2(torch.tensor([ids])).logits[0, -1].numpy()
+        worst = max(worst, float(np.max(np.abs(np.asarray(logits[0, -1]) - expected))))
+    assert worst < LOGITS_ATOL, f"max |logit difference| {worst:.2e}"
+
+
+@pytest.mark.slow
+def test_smollm2_ragged_batch_equals_each_prompt_alone(
+    smollm2: Model, smol_prompt_ids: list[list[int]], smol_alone: list[list[int]]
+) -> None:
+    assert len({len(p) for p in smol_prompt_ids}) > 1  # the batch is ragged
+    assert _greedy(smollm2, smol_prompt_ids).tokens == smol_alone
