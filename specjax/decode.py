@@ -25,7 +25,7 @@ METHODS = (
     "medusa",
     "sprinter",
 )
-AVAILABLE_METHODS = ("vanilla",)
+AVAILABLE_METHODS = ("vanilla", "sd", "ngram")
 DEFAULT_PROMPT = "Explain in three sentences why the sky is blue."
 
 FLAGS = flags.FLAGS
@@ -45,6 +45,9 @@ flags.DEFINE_integer("seed", 0, "Sampling seed; the same seed gives the same tok
 flags.DEFINE_bool("chat", None, "Apply the chat template (default: on when the model has one).")
 flags.DEFINE_bool("json", False, "Print the result as one JSON object on the last line.")
 flags.DEFINE_string("dtype", "float32", "Parameter dtype: float32 or bfloat16.")
+flags.DEFINE_integer("gamma", 4, "sd: tokens the draft model proposes per step.")
+flags.DEFINE_integer("ngram_max", 3, "ngram: longest suffix matched against the context.")
+flags.DEFINE_integer("ngram_tokens", 10, "ngram: tokens proposed after a match.")
 flags.DEFINE_integer(
     "max_cache_len", None, "Cap on prompt + new tokens (default: the model's context)."
 )
@@ -79,6 +82,12 @@ def run(argv_flags=FLAGS) -> dict:
         raise SpecjaxError(f"method {method} is not available yet")
     if argv_flags.max_new_tokens < 1:
         raise SpecjaxError(f"--max_new_tokens must be >= 1, got {argv_flags.max_new_tokens}")
+    if argv_flags.max_cache_len is not None and argv_flags.max_cache_len < 2:
+        raise SpecjaxError(f"--max_cache_len must be >= 2, got {argv_flags.max_cache_len}")
+    if method == "sd" and not argv_flags.draft:
+        raise SpecjaxError(
+            "--method=sd needs --draft (a checkpoint with the target's vocabulary, or self:N)"
+        )
     sampling = SamplingConfig(argv_flags.temperature, argv_flags.top_k, argv_flags.top_p)
     _status(f"loading {argv_flags.model} ...")
     model = load_model(argv_flags.model, argv_flags.dtype)
@@ -88,6 +97,18 @@ def run(argv_flags=FLAGS) -> dict:
     if chat and not model.has_chat_template:
         raise SpecjaxError(f"--chat: {model.source} has no chat template")
     prompt_ids = encode_prompt(model.tokenizer, argv_flags.prompt, chat)
+    from specjax.drafters import make_drafter
+
+    drafter, draft_params = make_drafter(
+        method,
+        model.config,
+        model.params,
+        draft=argv_flags.draft or None,
+        gamma=argv_flags.gamma,
+        max_ngram=argv_flags.ngram_max,
+        num_tokens=argv_flags.ngram_tokens,
+        dtype=argv_flags.dtype,
+    )
     _status(f"generating with {method} (first call compiles) ...")
     result = generate(
         model.config,
@@ -98,6 +119,8 @@ def run(argv_flags=FLAGS) -> dict:
         eos_ids=model.eos_ids,
         seed=argv_flags.seed,
         max_cache_len=argv_flags.max_cache_len,
+        drafter=drafter,
+        draft_params=draft_params,
     )
     tokens = result.tokens[0]
     return {
@@ -106,6 +129,9 @@ def run(argv_flags=FLAGS) -> dict:
         "new_tokens": len(tokens),
         "target_calls": result.target_calls[0],
         "tau": result.tau,
+        "drafted": result.drafted[0],
+        "accepted": result.accepted[0],
+        "acceptance_rate": result.acceptance_rate,
         "seconds": result.seconds,
         "compile_seconds": result.compile_seconds,
         "tokens_per_s": result.tokens_per_s,

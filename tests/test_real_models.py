@@ -156,3 +156,22 @@ def test_smollm2_ragged_batch_equals_each_prompt_alone(
 ) -> None:
     assert len({len(p) for p in smol_prompt_ids}) > 1  # the batch is ragged
     assert _greedy(smollm2, smol_prompt_ids).tokens == smol_alone
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,draft", [("sd", "self:20"), ("ngram", None)])
+def test_smollm2_speculative_greedy_equals_vanilla(
+    smollm2: Model, smol_prompt_ids: list[list[int]], method: str, draft: str | None
+) -> None:
+    """Lossless on the real default model: 3 ragged prompts, 64 tokens, EOS honoured."""
+    from specjax.drafters import make_drafter
+    from specjax.engine import generate
+
+    kw = dict(max_new_tokens=64, eos_ids=smollm2.eos_ids)
+    vanilla = generate(smollm2.config, smollm2.params, smol_prompt_ids, **kw)
+    drafter, dparams = make_drafter(method, smollm2.config, smollm2.params, draft=draft, gamma=4)
+    spec = generate(
+        smollm2.config, smollm2.params, smol_prompt_ids, drafter=drafter, draft_params=dparams, **kw
+    )
+    assert spec.tokens == vanilla.tokens
+    assert sum(spec.accepted) > 0
