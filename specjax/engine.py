@@ -352,7 +352,7 @@ def generate(
         prompt_BP[b, : len(p)] = p
     prompt_len_B = np.array([len(p) for p in prompts], np.int32)
     seeds = [seed] * B if isinstance(seed, int) else list(seed)
-    row_keys = jnp.stack([jax.random.key(s) for s in seeds])
+    row_keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))  # one op, any B
     spec = DecodeSpec(max_new_tokens, sampling, tuple(int(e) for e in eos_ids))
     block = 1 if drafter is None else drafter.block_size
     cache_len = P + max_new_tokens + block + 1  # slack: a full block may be written past the end

@@ -124,19 +124,21 @@ SMALL_DRAFT = ModelConfig(
 )
 
 
+def _flat(params):
+    """Smaller (tied) embeddings: logits of a few nats, so every token has real probability."""
+    return params.replace(embed=params.embed * 0.15)
+
+
 @pytest.mark.parametrize("method", ["sd", "ngram"])
 def test_sampled_first_two_tokens_follow_the_target(method):
     """60,000 seeded rows through the whole engine (draft sampling, verify, commit) against the
     exact target distribution of the first two tokens."""
     n = 60_000
-    params = init_params(SMALL, jax.random.key(3), scale=0.5)
+    params = _flat(init_params(SMALL, jax.random.key(3)))
     sampling = SamplingConfig(temperature=1.0)
-    prompt = [1, 2, 3, 1, 2]  # repeats, so the n-gram drafter proposes
+    prompt = list(range(SMALL_V)) * 2  # every root token has an earlier match to copy from
     if method == "sd":
-        dmodel = Model(
-            SMALL_DRAFT, init_params(SMALL_DRAFT, jax.random.key(4), scale=0.5), None, "d"
-        )
-        drafter, dparams = make_drafter("sd", SMALL, params, draft=dmodel, gamma=3)
+        drafter, dparams = make_drafter("sd", SMALL, params, draft="self:1", gamma=3)
     else:
         drafter, dparams = make_drafter("ngram", SMALL, params, max_ngram=2, num_tokens=3)
     r = generate(
@@ -149,14 +151,14 @@ def test_sampled_first_two_tokens_follow_the_target(method):
         drafter=drafter,
         draft_params=dparams,
     )
-    assert sum(r.accepted) > 0.05 * n  # drafts were really tested
+    assert sum(r.drafted) > 0.3 * n and sum(r.accepted) > 0.003 * n  # drafts were really tested
     pairs = np.array([t[:2] for t in r.tokens])
     counts = np.bincount(pairs[:, 0] * SMALL_V + pairs[:, 1], minlength=SMALL_V**2)
 
     fwd = jax.jit(forward, static_argnums=0)
 
     def dist(seq):
-        cache = init_cache(SMALL.L, 1, SMALL.K, 16, SMALL.H)
+        cache = init_cache(SMALL.L, 1, SMALL.K, len(seq), SMALL.H)
         logits, _, _ = fwd(
             SMALL,
             params,
@@ -169,4 +171,4 @@ def test_sampled_first_two_tokens_follow_the_target(method):
 
     p1 = dist(prompt)
     joint = np.stack([p1[a] * dist(prompt + [a]) for a in range(SMALL_V)]).reshape(-1)
-    assert stats.chisquare(counts, joint * n).pvalue > 1e-3
+    assert stats.chisquare(counts, joint / joint.sum() * n).pvalue > 1e-3
