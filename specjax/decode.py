@@ -10,22 +10,14 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
+from specjax.cli import fail as _fail
+from specjax.cli import parse_flags
+from specjax.drafters import AVAILABLE_METHODS, METHODS
 from specjax.errors import SpecjaxError
+from specjax.prompts import encode_prompt
 
-METHODS = (
-    "vanilla",
-    "sd",
-    "ngram",
-    "ouroboros",
-    "lookahead",
-    "redrafter",
-    "ctc",
-    "medusa",
-    "sprinter",
-)
-AVAILABLE_METHODS = ("vanilla", "sd", "ngram")
 DEFAULT_PROMPT = "Explain in three sentences why the sky is blue."
 
 FLAGS = flags.FLAGS
@@ -55,18 +47,6 @@ flags.DEFINE_integer(
 
 def _status(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
-    """Chat template with a generation prompt, or exactly what `tokenizer(prompt)` gives."""
-    if chat:
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
-        )
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
-        return list(ids)
-    return list(tokenizer(prompt)["input_ids"])
 
 
 def run(argv_flags=FLAGS) -> dict:
@@ -157,26 +137,6 @@ def main(argv: list[str]) -> None:
             f"{out['new_tokens']} tokens in {out['seconds']:.2f}s ({out['tokens_per_s']:.1f} tok/s, "
             f"tau {out['tau']:.2f}, compile {out['compile_seconds']:.1f}s)"
         )
-
-
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl parsing, but a bad flag is one line and exit 2, not a usage dump.
-
-    `app.run` raises an unset --verbosity to INFO, which floods stderr with JAX's and our INFO
-    lines; keep WARNING unless the user asks (--verbosity=0), so stderr is our status lines only.
-    """
-    try:
-        rest = FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e).splitlines()[0])
-    if FLAGS["verbosity"].using_default_value:
-        logging.set_verbosity(logging.WARNING)
-    return rest
 
 
 if __name__ == "__main__":

@@ -70,3 +70,18 @@ def test_token_by_token_with_cache_matches_transformers(tiny):
         pos = jnp.full((B, 1), t, jnp.int32)
         logits, _, cache = step(cache, jnp.asarray(tokens[:, t : t + 1]), pos)
         np.testing.assert_allclose(np.asarray(logits[:, 0]), expected[:, t], atol=1e-4, rtol=0)
+
+
+def test_conversion_back_to_transformers_gives_the_same_logits(tiny):
+    """models.to_transformers (the bench's peers run our drafts with it) inverts the loader."""
+    from models.to_transformers import hf_state_dict, to_transformers
+
+    _, ref, config, params = tiny
+    tokens = np.random.default_rng(1).integers(0, config.V, size=(1, 24))
+    converted = to_transformers(config, params)
+    np.testing.assert_allclose(
+        torch_logits(converted, tokens), torch_logits(ref, tokens), atol=1e-5, rtol=0
+    )
+    again = params_from_hf(config, hf_state_dict(config, params))
+    for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

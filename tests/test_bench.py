@@ -1,0 +1,125 @@
+"""`python -m specjax.bench --quick` end to end on a tiny random model with a real word tokenizer."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.hf_reference import make_tiny_hf_model
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = "the cat sat on a mat and dog ran to big red ball one day she saw it was".split()
+
+
+def _word_tokenizer(out_dir: Path, vocab_size: int) -> None:
+    """A WordLevel tokenizer.json over the tiny model's whole vocabulary (unused ids padded)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[UNK]": 0, "<s>": 1, "</s>": 2}
+    for w in WORDS:
+        vocab[w] = len(vocab)
+    while len(vocab) < vocab_size:
+        vocab[f"w{len(vocab)}"] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(out_dir / "tokenizer.json"))
+    (out_dir / "tokenizer_config.json").write_text(
+        json.dumps(
+            dict(
+                tokenizer_class="PreTrainedTokenizerFast",
+                unk_token="[UNK]",
+                bos_token="<s>",
+                eos_token="</s>",
+            )
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("bench")
+    model_dir = root / "tiny"
+    make_tiny_hf_model("llama", model_dir, seed=5)
+    _word_tokenizer(model_dir, vocab_size=97)
+    prompts = root / "prompts.jsonl"
+    lines = [
+        {"category": "story", "prompt": "the cat sat on a mat and the cat sat on a mat and the"},
+        {"category": "play", "prompt": "one day she saw a big red ball one day she saw a big"},
+    ]
+    prompts.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    out = root / "out"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "specjax.bench",
+            f"--model={model_dir}",
+            f"--prompts={prompts}",
+            "--methods=vanilla,ngram",
+            "--peers=transformers,llamacpp",
+            "--quick",
+            f"--out={out}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_results_json_has_every_raw_timing(bench_run):
+    _, res = bench_run
+    for key in ("date", "machine", "model", "raw", "verify_cost", "roofline_tokens_per_s"):
+        assert key in res
+    methods = {r["method"] for r in res["raw"]}
+    assert {"vanilla", "ngram", "transformers:vanilla", "transformers:prompt_lookup"} <= methods
+    for r in res["raw"]:
+        assert len(r["seconds"]) == 1 and all(s > 0 for s in r["seconds"])  # --quick: 1 repeat
+        assert r["new_tokens"] >= 1 and r["target_calls"] >= 1
+        assert r["host_peak_rss_mb"] > 0
+    assert set(res["verify_cost"]["target"]["c"]) == {"1", "2", "4", "8", "16", "32"}
+
+
+def test_lossless_methods_match_vanilla(bench_run):
+    _, res = bench_run
+    ours = [r for r in res["raw"] if r["lossless"]]
+    assert len(ours) == 4  # vanilla and ngram on two prompts
+    assert all(not r["mismatch"] for r in ours)
+
+
+def test_ngram_drafts_on_repetitive_prompts(bench_run):
+    _, res = bench_run
+    assert sum(r["drafted"] for r in res["raw"] if r["method"] == "ngram") > 0
+
+
+def test_missing_peer_is_a_row_not_a_failure(bench_run):
+    out, res = bench_run
+    # The tiny model is a safetensors directory: llama.cpp cannot run it, whatever is installed.
+    assert "llama.cpp:vanilla" in res["unavailable"]
+    assert "not run:" in (out / "results.md").read_text()
+
+
+def test_chart_is_a_png(bench_run):
+    out, _ = bench_run
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_method_is_one_line_and_exit_2(tmp_path: Path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "specjax.bench", "--methods=vanilla,warp", f"--out={tmp_path}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown method 'warp'")
