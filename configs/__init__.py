@@ -1,0 +1,19 @@
+"""Named configurations: `get_config(name)` returns a frozen dataclass (see each module)."""
+
+from __future__ import annotations
+
+from configs.draft_lm import smollm2_draft, tiny_test
+from configs.train_loop import TrainLoop
+from specjax.errors import SpecjaxError
+
+CONFIGS = {
+    "smollm2_draft": smollm2_draft,
+    "tiny_test": tiny_test,
+}
+
+
+def get_config(name: str) -> TrainLoop:
+    """The named config; an unknown name is a one-line SpecjaxError."""
+    if name not in CONFIGS:
+        raise SpecjaxError(f"unknown config {name!r} (choose from {', '.join(CONFIGS)})")
+    return CONFIGS[name]

@@ -1,0 +1,65 @@
+"""Configurations for training a small draft LM for two-model speculative decoding.
+
+`smollm2_draft` is the real run (SmolLM2-135M-Instruct target, a 2-layer draft started from the
+target's first two layers). `tiny_test` trains against a tiny random target that needs no files,
+for tests and CPU smoke runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from configs.train_loop import TrainLoop
+from models.config import ModelConfig
+
+TINY_TARGET_NAME = "tiny-random"
+# A random Llama small enough to train in seconds on CPU (D width, L layers, Q/K heads, H head dim).
+TINY_TARGET = ModelConfig(
+    model_type="llama", V=128, D=32, L=4, F=64, Q=4, K=2, H=8, max_positions=256
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class DraftLMTrain(TrainLoop):
+    """A TrainLoop plus what defines the draft.
+
+    Attributes:
+    target: the model to distill: "smollm2" (embedded), a GGUF/HF path, or "tiny-random".
+    draft_layers: depth of the draft; width, heads and vocab are the target's.
+    init_from_target_layers: start from the target's first `draft_layers` layers and final norm
+      (a truncated target is a far better start than random: DESIGN "Performance model").
+    """
+
+    target: str = "smollm2"
+    draft_layers: int = 2
+    init_from_target_layers: bool = True
+
+
+smollm2_draft = DraftLMTrain(
+    target="smollm2",
+    data_dir="data/selfdistill",
+    out_dir="runs/smollm2_draft",
+    steps=3000,
+    batch_size=16,
+    seq_len=512,
+    lr=3e-4,
+    warmup_steps=100,
+    eval_every=250,
+    save_every=250,
+)
+
+tiny_test = DraftLMTrain(
+    target=TINY_TARGET_NAME,
+    draft_layers=1,
+    data_dir="data/selfdistill_tiny",
+    out_dir="runs/tiny_test",
+    steps=40,
+    batch_size=4,
+    seq_len=48,
+    lr=3e-3,
+    warmup_steps=5,
+    eval_every=20,
+    save_every=20,
+    log_every=5,
+    eval_examples=4,
+)

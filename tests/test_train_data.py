@@ -1,0 +1,105 @@
+"""train_heads/data.py: self-distillation shards round trip, resume skips finished shards, bad
+data is one SpecjaxError line (tiny random target, token prompts: no tokenizer needed)."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from configs.draft_lm import TINY_TARGET
+from models.loading import Model
+from models.transformer import init_params
+from specjax.engine import generate
+from specjax.errors import SpecjaxError
+from train_heads import data
+from train_heads.data import load_dataset, load_manifest, make_data, shard_name
+
+PROMPTS = [[5, 6, 7, 8], [9, 10], [11, 12, 13, 14, 15, 16]]
+SETTINGS = dict(max_new_tokens=8, batch_size=2, shard_size=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def target():
+    return Model(TINY_TARGET, init_params(TINY_TARGET, jax.random.key(0)), None, "tiny")
+
+
+@pytest.fixture(scope="module")
+def made(target, tmp_path_factory):
+    out = tmp_path_factory.mktemp("selfdistill")
+    return out, make_data(target, PROMPTS, out, **SETTINGS)
+
+
+def test_shards_hold_prompt_plus_the_targets_greedy_answer(target, made):
+    out, manifest = made
+    assert [s["file"] for s in manifest["shards"]] == [shard_name(0), shard_name(1)]
+    assert manifest["examples"] == 3 and manifest["num_prompts"] == 3
+    answers = generate(target.config, target.params, PROMPTS, max_new_tokens=8).tokens
+    tokens, mask = load_dataset(out)
+    assert tokens.dtype == np.int32 and mask.dtype == bool
+    for n, (p, a) in enumerate(zip(PROMPTS, answers, strict=True)):
+        seq = p + a
+        assert tokens[n, : len(seq)].tolist() == seq
+        assert mask[n].tolist() == [len(p) <= s < len(seq) for s in range(tokens.shape[1])]
+    assert manifest["generated_tokens"] == int(mask.sum())
+
+
+def test_shards_are_plain_npz_without_pickles(made):
+    out, _ = made
+    with np.load(out / shard_name(0), allow_pickle=False) as f:
+        assert sorted(f.files) == ["offsets", "prompt_index", "prompt_len", "tokens"]
+        assert f["tokens"].dtype == np.int32
+
+
+def test_seq_len_cuts_and_pads(made):
+    out, _ = made
+    tokens, mask = load_dataset(out, seq_len=5)
+    assert tokens.shape == (3, 5)
+    assert mask[1].tolist() == [False, False, True, True, True]
+    assert not mask[2].any()  # a 6-token prompt cut to 5 leaves no answer
+
+
+def test_resume_regenerates_only_unfinished_shards(target, made, tmp_path, monkeypatch):
+    out, manifest = made
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / shard_name(0)).write_bytes((out / shard_name(0)).read_bytes())
+    interrupted = dict(manifest, shards=manifest["shards"][:1])
+    (partial / "manifest.json").write_text(json.dumps(interrupted))
+    calls = []
+    monkeypatch.setattr(data, "generate", lambda *a, **k: calls.append(a[2]) or generate(*a, **k))
+    resumed = make_data(target, PROMPTS, partial, **SETTINGS)
+    assert calls == [[PROMPTS[2], PROMPTS[2]]]  # shard 1 only: one prompt, padded to the batch
+    assert resumed["shards"] == manifest["shards"]
+    assert (partial / shard_name(1)).read_bytes() == (out / shard_name(1)).read_bytes()
+    calls.clear()
+    make_data(target, PROMPTS, partial, **SETTINGS)
+    assert calls == []
+
+
+def test_resume_with_other_settings_is_one_line_error(target, made):
+    out, _ = made
+    with pytest.raises(SpecjaxError, match="other settings; use a new --out"):
+        make_data(target, PROMPTS, out, **dict(SETTINGS, max_new_tokens=9))
+
+
+def test_missing_manifest_and_corrupt_shard_are_one_line_errors(made, tmp_path):
+    with pytest.raises(SpecjaxError, match="no manifest.json"):
+        load_dataset(tmp_path)
+    out, manifest = made
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    (bad / shard_name(0)).write_bytes((out / shard_name(0)).read_bytes()[:50])
+    with pytest.raises(SpecjaxError, match="corrupt or missing data shard") as e:
+        load_dataset(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_manifest_records_target_and_settings(made):
+    out, _ = made
+    m = load_manifest(out)
+    assert m["target"] == "tiny" and m["target_fingerprint"]["V"] == TINY_TARGET.V
+    assert m["settings"]["max_new_tokens"] == 8 and m["seed"] == 0

@@ -1,0 +1,163 @@
+"""train_heads/draft_lm.py: the draft shares the target's frozen embedding, saves only its own
+tensors, reloads to identical logits, refuses a foreign target or a damaged file, and serves as
+`--draft=DIR` for sd (tiny random models)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs.draft_lm import TINY_TARGET
+from models.config import ModelConfig
+from models.loading import Model
+from models.transformer import init_params
+from specjax.drafters import make_drafter
+from specjax.engine import generate
+from specjax.errors import SpecjaxError
+from train_heads.draft_lm import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    cast,
+    init_draft,
+    load_draft,
+    merge,
+    next_token_logits,
+    save_draft,
+    shared,
+    trainable,
+)
+
+TOKENS = jnp.asarray([[3, 17, 40, 2, 99, 5, 5, 64], [1, 2, 3, 4, 5, 6, 7, 8]], jnp.int32)
+# SmolLM2-135M's shape (config.json of HuggingFaceTB/SmolLM2-135M-Instruct).
+SMOLLM2 = ModelConfig(
+    model_type="llama", V=49152, D=576, L=30, F=1536, Q=9, K=3, H=64, tie_word_embeddings=True
+)
+
+
+@pytest.fixture(scope="module")
+def target():
+    return Model(TINY_TARGET, init_params(TINY_TARGET, jax.random.key(0)), None, "tiny")
+
+
+@pytest.fixture(scope="module")
+def draft(target):
+    return init_draft(target.config, target.params, 2, jax.random.key(1))
+
+
+def test_init_from_target_slices_its_first_layers(target, draft):
+    config, params = draft
+    assert config == dataclasses.replace(TINY_TARGET, L=2)
+    for d, t in zip(
+        jax.tree.leaves(params.layers), jax.tree.leaves(target.params.layers), strict=True
+    ):
+        np.testing.assert_array_equal(d, t[:2])
+    assert params.embed is target.params.embed and params.lm_head is target.params.lm_head
+
+
+def test_random_init_keeps_the_targets_embedding(target):
+    config, params = init_draft(
+        target.config, target.params, 1, jax.random.key(1), from_target=False
+    )
+    assert config.L == 1 and params.embed is target.params.embed
+    assert not np.array_equal(params.layers.wqkv[0], target.params.layers.wqkv[0])
+
+
+def test_draft_depth_must_be_below_the_targets(target):
+    with pytest.raises(SpecjaxError, match=r"draft_layers must be in \[1, 3\]"):
+        init_draft(target.config, target.params, 4, jax.random.key(1))
+
+
+def test_only_layers_and_final_norm_are_trainable(draft):
+    _, params = draft
+    own, frozen = trainable(params), shared(params)
+    assert frozen.embed is params.embed
+    assert all(leaf is not params.embed for leaf in jax.tree.leaves(own))
+    merged = merge(own, frozen)
+    assert all(
+        a is b for a, b in zip(jax.tree.leaves(merged), jax.tree.leaves(params), strict=True)
+    )
+
+
+def test_save_load_round_trip_gives_identical_logits(target, draft, tmp_path):
+    config, params = draft
+    # Stored as bfloat16: compare against the same params rounded to bfloat16.
+    rounded = merge(cast(cast(trainable(params), jnp.bfloat16), jnp.float32), shared(params))
+    save_draft(tmp_path, config, params, target_source="tiny")
+    loaded = load_draft(tmp_path, target)
+    assert loaded.config == config
+    assert loaded.params.embed is target.params.embed
+    np.testing.assert_array_equal(
+        next_token_logits(config, loaded.params, TOKENS),
+        next_token_logits(config, rounded, TOKENS),
+    )
+
+
+def test_file_holds_only_the_drafts_own_tensors(target, draft, tmp_path):
+    from safetensors.numpy import load_file
+
+    config, params = draft
+    save_draft(tmp_path, config, params, target_source="tiny")
+    tensors = load_file(str(tmp_path / WEIGHTS_FILE))
+    assert "embed" not in tensors and "lm_head" not in tensors
+    own = sum(x.size for x in jax.tree.leaves(trainable(params)))
+    assert sum(t.size for t in tensors.values()) == own
+    assert all(t.dtype.name == "bfloat16" for t in tensors.values())
+    assert (tmp_path / WEIGHTS_FILE).stat().st_size < 2 * own + 4096
+    meta = json.loads((tmp_path / CONFIG_FILE).read_text())
+    assert meta["target"]["source"] == "tiny" and "embed" in meta["shared_from_target"]
+
+
+def test_two_smollm2_layers_fit_in_20_mb():
+    config = dataclasses.replace(SMOLLM2, L=2)
+    shapes = jax.eval_shape(lambda: trainable(init_params(config, jax.random.key(0))))
+    assert 2 * sum(np.prod(s.shape) for s in jax.tree.leaves(shapes)) < 20e6
+
+
+def test_other_target_is_refused(draft, tmp_path):
+    config, params = draft
+    save_draft(tmp_path, config, params)
+    other = Model(TINY_TARGET, init_params(TINY_TARGET, jax.random.key(7)), None, "other")
+    with pytest.raises(SpecjaxError, match="made for a different target") as e:
+        load_draft(tmp_path, other)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("damage", ["no_config", "no_weights", "bad_json", "truncated_weights"])
+def test_damaged_draft_is_one_line_error(target, draft, tmp_path, damage):
+    config, params = draft
+    save_draft(tmp_path, config, params)
+    weights, cfg = tmp_path / WEIGHTS_FILE, tmp_path / CONFIG_FILE
+    if damage == "no_config":
+        cfg.unlink()
+    elif damage == "no_weights":
+        weights.unlink()
+    elif damage == "bad_json":
+        cfg.write_text(cfg.read_text()[:40])
+    else:
+        weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(SpecjaxError) as e:
+        load_draft(tmp_path, target)
+    assert "\n" not in str(e.value) and str(tmp_path) in str(e.value)
+
+
+def test_saved_draft_dir_is_an_sd_draft(target, draft, tmp_path):
+    config, params = draft
+    save_draft(tmp_path, config, params)
+    drafter, draft_params = make_drafter("sd", target.config, target.params, draft=str(tmp_path))
+    assert drafter.config == config
+    prompts = [[5, 6, 7, 8, 9], [3, 4]]
+    vanilla = generate(target.config, target.params, prompts, max_new_tokens=12)
+    spec = generate(
+        target.config,
+        target.params,
+        prompts,
+        max_new_tokens=12,
+        drafter=drafter,
+        draft_params=draft_params,
+    )
+    assert spec.tokens == vanilla.tokens

@@ -1,0 +1,91 @@
+"""`python -m train_heads.make_data`: the target's answers to the training prompts, as shards.
+
+  python -m train_heads.make_data --target=smollm2 --num_prompts=2000 --max_new_tokens=256 \
+      --batch_size=16 --out=data/selfdistill
+
+Rerunning the same command resumes: finished shards are skipped. Prompts come from
+`train_heads.prompts` (CPython's own documentation, disjoint from the benchmarks); a target without
+a tokenizer (the "tiny-random" test model) gets seeded random token prompts instead.
+Every user mistake is one `error:` line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from absl import app, flags
+
+from specjax.cli import fail, parse_flags
+from specjax.errors import SpecjaxError
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The CLI's flags (defined only when run as a program, never on import)."""
+    flags.DEFINE_string("target", "smollm2", "'smollm2', a GGUF/HF path, or 'tiny-random'.")
+    flags.DEFINE_integer("num_prompts", 2000, "Prompts to answer.")
+    flags.DEFINE_integer("max_new_tokens", 256, "Answer length cap (EOS ends earlier).")
+    flags.DEFINE_integer("batch_size", 16, "Prompts per generate call.")
+    flags.DEFINE_integer("shard_size", 256, "Prompts per shard (the unit of resuming).")
+    flags.DEFINE_integer("max_prompt_tokens", 512, "Longer prompts are skipped.")
+    flags.DEFINE_float("temperature", 0.0, "0 is greedy; > 0 samples.")
+    flags.DEFINE_integer("seed", 0, "Prompt order and sampling seed.")
+    flags.DEFINE_string("dtype", "float32", "Target dtype: float32 or bfloat16.")
+    flags.DEFINE_string("out", "data/selfdistill", "Output directory.")
+
+
+RANDOM_PROMPT_LEN = (4, 24)  # token prompts for tokenizer-less targets: lengths in [lo, hi)
+
+
+def random_token_prompts(n: int, vocab: int, seed: int) -> list[list[int]]:
+    """Seeded random token-id prompts, for targets that have no tokenizer."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(*RANDOM_PROMPT_LEN, size=n)
+    return [rng.integers(1, vocab, size=k).tolist() for k in lengths]
+
+
+def run() -> dict:
+    from train_heads.data import make_data
+    from train_heads.prompts import build_prompts
+    from train_heads.target import load_target
+
+    if FLAGS.num_prompts < 1:
+        raise SpecjaxError(f"--num_prompts must be >= 1, got {FLAGS.num_prompts}")
+    print(f"loading {FLAGS.target} ...", file=sys.stderr, flush=True)
+    target = load_target(FLAGS.target, FLAGS.dtype)
+    if target.tokenizer is None:
+        prompts = random_token_prompts(FLAGS.num_prompts, target.config.V, FLAGS.seed)
+    else:
+        prompts = build_prompts(FLAGS.num_prompts, FLAGS.seed)
+    return make_data(
+        target,
+        prompts,
+        FLAGS.out,
+        max_new_tokens=FLAGS.max_new_tokens,
+        batch_size=FLAGS.batch_size,
+        shard_size=FLAGS.shard_size,
+        temperature=FLAGS.temperature,
+        seed=FLAGS.seed,
+        max_prompt_tokens=FLAGS.max_prompt_tokens,
+        chat=target.has_chat_template,
+    )
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        fail(f"unexpected argument {argv[1]!r} (flags look like --out=DIR)")
+    try:
+        manifest = run()
+    except SpecjaxError as e:
+        fail(str(e))
+    print(
+        f"{manifest['examples']} examples, {manifest['generated_tokens']} generated tokens "
+        f"in {len(manifest['shards'])} shards -> {FLAGS.out}"
+    )
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,445 @@
+"""The optax training loop for learned drafters, and `python -m train_heads.train`.
+
+  python -m train_heads.train --config=smollm2_draft [--steps=N] [--out_dir=DIR] [--resume]
+
+`fit` is generic: any `loss(params, frozen, batch) -> (mean loss, sums)` whose `sums` hold a
+`count` and summed metrics trains the same way (the draft LM now, heads later). AdamW with linear
+warmup and cosine decay, global-norm clipping, one jitted step `(state, batch) -> (state, metrics)`.
+
+Exact resume: the batch of step k is a function of (seed, k) only (a seeded permutation per
+epoch), the state is the whole optimizer state, and orbax restores it bit for bit, so a run
+stopped at step k and resumed ends with the same parameters as one that never stopped.
+With more than one device, batches are split over a ("data",) mesh axis and the parameters are
+replicated; on one device nothing changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags, logging
+from flax import struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm import tqdm
+
+from configs.draft_lm import DraftLMTrain
+from configs.train_loop import TrainLoop
+from models.loading import Model
+from specjax.cli import fail, parse_flags
+from specjax.errors import SpecjaxError
+from train_heads.checkpoint import Checkpoints
+
+# Fields that may differ when resuming: where things are, how often to report, and how long to go
+# (a new `steps` also reshapes the cosine schedule, so the run is then not the unstopped one).
+RESUMABLE_CHANGES = ("data_dir", "out_dir", "steps", "eval_every", "save_every", "log_every")
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+FINAL_DIR = "final"
+
+# loss(params, frozen, batch) -> (mean loss, sums): sums["count"] and summed metrics, all scalars.
+LossFn = Callable[[Any, Any, Any], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+@struct.dataclass
+class TrainState:
+    """Attributes: step int32 [] (steps done); params: the trained pytree; opt_state: optax's."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def make_optimizer(hp: TrainLoop) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """AdamW (weight decay on matrices only, not norms) after global-norm clipping."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=hp.lr,
+        warmup_steps=hp.warmup_steps,
+        decay_steps=hp.steps,
+        end_value=hp.lr * 0.1,
+    )
+    matrices = lambda params: jax.tree.map(lambda x: x.ndim >= 2, params)
+    adamw = optax.adamw(schedule, weight_decay=hp.weight_decay, mask=matrices)
+    return optax.chain(optax.clip_by_global_norm(hp.clip_norm), adamw), schedule
+
+
+def batch_indices(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
+    """Rows of step `step`: position p = step*B + i of the stream of seeded epoch permutations."""
+    pos = step * batch_size + np.arange(batch_size)
+    epochs = pos // n
+    out = np.empty(batch_size, np.int64)
+    for e in np.unique(epochs):
+        perm = np.random.default_rng([seed, int(e)]).permutation(n)
+        sel = epochs == e
+        out[sel] = perm[pos[sel] % n]
+    return out
+
+
+def _ratios(sums: dict) -> dict:
+    count = jnp.maximum(sums["count"], 1.0)
+    return {k: v / count for k, v in sums.items() if k != "count"}
+
+
+def train_step(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    frozen: Any,
+    state: TrainState,
+    batch: Any,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One AdamW step; metrics are this batch's loss/accuracy, the gradient norm and the lr."""
+    (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, frozen, batch)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = _ratios(sums) | {"grad_norm": optax.global_norm(grads), "lr": schedule(state.step)}
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def data_mesh(batch_size: int) -> Mesh | None:
+    """A ("data",) mesh over all devices, or None on one device."""
+    n = jax.device_count()
+    if n == 1:
+        return None
+    if batch_size % n:
+        raise SpecjaxError(f"--batch_size={batch_size} must be a multiple of the {n} devices")
+    return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def _put(tree, mesh: Mesh | None, batch: bool):
+    if mesh is None:
+        return jax.device_put(tree)
+    spec = PartitionSpec("data") if batch else PartitionSpec()
+    return jax.device_put(tree, NamedSharding(mesh, spec))
+
+
+def _rows(data, idx: np.ndarray):
+    """Rows idx of every leaf; index -1 gives a row of zeros (padding)."""
+
+    def take(a):
+        out = a[np.maximum(idx, 0)]
+        out[idx < 0] = 0
+        return out
+
+    return jax.tree.map(take, data)
+
+
+def _pad_rows(idx: np.ndarray, size: int) -> np.ndarray:
+    return np.concatenate([idx, np.full(size - len(idx), -1, idx.dtype)])
+
+
+def _num_rows(data) -> int:
+    return len(jax.tree.leaves(data)[0])
+
+
+def evaluate(
+    eval_fn: Callable, params: Any, frozen: Any, data: Any, batch_size: int, mesh: Mesh | None
+) -> dict[str, float]:
+    """Metric ratios over every row of `data`; the last batch is padded with zero rows."""
+    n = _num_rows(data)
+    totals: dict[str, float] = {}
+    for lo in range(0, n, batch_size):
+        idx = np.arange(lo, min(lo + batch_size, n))
+        batch = _rows(data, _pad_rows(idx, batch_size))
+        sums = jax.device_get(eval_fn(params, frozen, _put(batch, mesh, True)))
+        for k, v in sums.items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+    count = max(totals.pop("count", 0.0), 1.0)
+    return {k: v / count for k, v in totals.items()}
+
+
+def data_checksum(data: Any) -> str:
+    """Identifies the training data in checkpoints, so --resume refuses other data."""
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(data):
+        h.update(np.ascontiguousarray(leaf).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _step_of(line: str) -> float:
+    """The step of one metrics line; a torn last line (a crash mid-write) counts as past all."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return float("inf")
+
+
+class _MetricsLog:
+    """Appends one JSON object per line; on resume, lines past the restored step are dropped."""
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        if path.is_file():
+            kept = [line for line in path.read_text().splitlines() if _step_of(line) <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
+        self._f = open(path, "a")
+
+    def write(self, record: dict) -> None:
+        self._f.write(json.dumps(record) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def fit(
+    loss_fn: LossFn,
+    params: Any,
+    frozen: Any,
+    train_data: Any,
+    eval_data: Any,
+    hp: TrainLoop,
+    *,
+    resume: bool = False,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> TrainState:
+    """Trains `params` (frozen: arrays the loss reads but never updates) for hp.steps steps.
+
+    `train_data`/`eval_data` are host pytrees of arrays with a leading row axis; a row of zeros
+    must add nothing to the loss's sums (it pads the last eval batch). Checkpoints go to
+    hp.out_dir/checkpoints every hp.save_every steps; `resume` continues from the newest one.
+    `stop_after` ends the run early at that step (with a checkpoint), as an interruption would.
+    """
+    hp.validate()
+    out = Path(hp.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mesh = data_mesh(hp.batch_size)
+    optimizer, step_fn, eval_fn = _compiled(loss_fn, hp)
+    frozen = _put(frozen, mesh, False)
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params)
+    )
+    state = _put(state, mesh, False)  # replicated over the data axis
+    meta = {"config": dataclasses.asdict(hp), "data": data_checksum((train_data, eval_data))}
+    ckpts = Checkpoints(out / CHECKPOINT_DIR, hp.max_to_keep)
+    try:
+        state = _restore(ckpts, state, meta, resume, out)
+        start = int(state.step)
+        end = hp.steps if stop_after is None else min(hp.steps, stop_after)
+        log = _MetricsLog(out / METRICS_FILE, start)
+        bar = tqdm(total=hp.steps, initial=start, desc="train", unit="step", disable=not progress)
+        shown: dict[str, str] = {}
+        t0 = time.time()
+        for step in range(start, end):
+            idx = batch_indices(hp.seed, step, _num_rows(train_data), hp.batch_size)
+            state, metrics = step_fn(frozen, state, _put(_rows(train_data, idx), mesh, True))
+            done = step + 1
+            if done % hp.log_every == 0 or done == end:
+                m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                log.write({"step": done, "split": "train", **m, "seconds": time.time() - t0})
+                shown.update(loss=f"{m['loss']:.3f}", top1=f"{m.get('top1', 0):.3f}")
+            if done % hp.eval_every == 0 or done == hp.steps:
+                ev = evaluate(eval_fn, state.params, frozen, eval_data, hp.batch_size, mesh)
+                log.write({"step": done, "split": "eval", **ev})
+                shown.update(eval_loss=f"{ev['loss']:.3f}", eval_top1=f"{ev.get('top1', 0):.3f}")
+            if done % hp.save_every == 0 or done == end:
+                ckpts.save(done, state, meta)
+            bar.set_postfix(shown, refresh=False)
+            bar.update(1)
+        bar.close()
+        log.close()
+        return state
+    finally:
+        ckpts.wait()
+        ckpts.close()
+
+
+_COMPILED: dict = {}
+
+
+def _compiled(loss_fn, hp: TrainLoop):
+    """(optimizer, jitted train step, jitted eval sums), shared by runs with the same loss and
+    schedule so that a resumed run in the same process does not compile again."""
+    key = (loss_fn, hp.lr, hp.warmup_steps, hp.steps, hp.weight_decay, hp.clip_norm)
+    if key not in _COMPILED:
+        optimizer, schedule = make_optimizer(hp)
+        step_fn = jax.jit(functools.partial(train_step, loss_fn, optimizer, schedule))
+        eval_fn = jax.jit(lambda p, f, b: loss_fn(p, f, b)[1])
+        _COMPILED[key] = (optimizer, step_fn, eval_fn)
+    return _COMPILED[key]
+
+
+def _restore(ckpts: Checkpoints, state: TrainState, meta: dict, resume: bool, out: Path):
+    """The newest checkpoint's state when resuming, else `state` (a fresh start)."""
+    latest = ckpts.latest_step()
+    if latest is None:
+        return state
+    if not resume:
+        raise SpecjaxError(
+            f"{out} already holds checkpoints (newest step {latest}): pass --resume to continue "
+            f"or choose another --out_dir"
+        )
+    state, saved = ckpts.restore(latest, jax.tree.map(ocp_abstract, state))
+    _check_same_run(saved, meta)
+    logging.info("resumed from step %d", latest)
+    return state
+
+
+def ocp_abstract(x: jax.Array) -> jax.ShapeDtypeStruct:
+    """A ShapeDtypeStruct with x's sharding: where orbax should restore x to."""
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+
+
+def _check_same_run(saved: dict, meta: dict) -> None:
+    old, new = saved.get("config", {}), meta["config"]
+    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    fixed = [k for k in changed if k not in RESUMABLE_CHANGES]
+    if fixed:
+        raise SpecjaxError(
+            f"--resume with a different {', '.join(fixed)} than the checkpoint "
+            f"({', '.join(f'{k}={old.get(k)!r}' for k in fixed)}); use the same values or a new --out_dir"
+        )
+    if "steps" in changed:
+        logging.warning(
+            "steps changed from %s to %s: the lr schedule changes", old["steps"], new["steps"]
+        )
+    if saved.get("data") != meta["data"]:
+        raise SpecjaxError(
+            "--resume with different training data than the checkpoint was trained on"
+        )
+
+
+@dataclasses.dataclass
+class DraftLMResult:
+    """What `train_draft_lm` produced: the final TrainState, the draft config, final/ (or None)."""
+
+    state: TrainState
+    config: Any
+    final_dir: Path | None
+
+
+def train_draft_lm(
+    cfg: DraftLMTrain,
+    *,
+    resume: bool = False,
+    target: Model | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> DraftLMResult:
+    """Self-distils a draft LM from cfg.data_dir; at the last step writes out_dir/final/.
+
+    `target` (a loaded `Model`) skips loading cfg.target (tests pass their tiny model).
+    """
+    from train_heads import draft_lm
+    from train_heads.data import load_dataset, load_manifest
+    from train_heads.target import check_fingerprint, load_target
+
+    cfg.validate()
+    manifest = load_manifest(cfg.data_dir)
+    target = target or load_target(cfg.target, cfg.dtype)
+    check_fingerprint(
+        manifest["target_fingerprint"], target.config, target.params, f"data {cfg.data_dir}"
+    )
+    tokens, mask = load_dataset(cfg.data_dir, cfg.seq_len)
+    if tokens.max() >= target.config.V:
+        raise SpecjaxError(f"data {cfg.data_dir} has token ids beyond the target's vocabulary")
+    n = len(tokens)
+    if n < 2:
+        raise SpecjaxError(
+            f"data {cfg.data_dir} has {n} example(s); need at least 2 (train + eval)"
+        )
+    order = np.random.default_rng(cfg.seed).permutation(n)
+    n_eval = min(cfg.eval_examples, n // 2)
+    ev, tr = order[:n_eval], order[n_eval:]
+    draft_config, draft_params = draft_lm.init_draft(
+        target.config,
+        target.params,
+        cfg.draft_layers,
+        jax.random.key(cfg.seed),
+        from_target=cfg.init_from_target_layers,
+    )
+    own = draft_lm.cast(draft_lm.trainable(draft_params), jnp.float32)  # fp32 master weights
+    frozen = draft_lm.shared(draft_params)
+    state = fit(
+        draft_lm.make_loss(draft_config),
+        own,
+        frozen,
+        draft_lm.Batch(tokens[tr], mask[tr]),
+        draft_lm.Batch(tokens[ev], mask[ev]),
+        cfg,
+        resume=resume,
+        stop_after=stop_after,
+        progress=progress,
+    )
+    final_dir = None
+    if int(state.step) == cfg.steps:
+        own = draft_lm.cast(jax.device_get(state.params), target.params.dtype)
+        final_dir = draft_lm.save_draft(
+            Path(cfg.out_dir) / FINAL_DIR,
+            draft_config,
+            draft_lm.merge(own, jax.device_get(frozen)),
+            target_source=target.source,
+        )
+    return DraftLMResult(state=state, config=draft_config, final_dir=final_dir)
+
+
+# ---- CLI ---------------------------------------------------------------------------------------
+
+FLAGS = flags.FLAGS
+_DEFINE = {
+    "int": flags.DEFINE_integer,
+    "float": flags.DEFINE_float,
+    "str": flags.DEFINE_string,
+    "bool": flags.DEFINE_bool,
+}
+
+
+def define_flags() -> None:
+    """--config, --resume, and one override flag per config field (defined only by the CLI, so
+    importing this module never clashes with other modules' flags)."""
+    flags.DEFINE_string("config", "smollm2_draft", "Named config from configs/ (e.g. tiny_test).")
+    flags.DEFINE_bool("resume", False, "Continue from the newest checkpoint in out_dir.")
+    for field in dataclasses.fields(DraftLMTrain):
+        _DEFINE[str(field.type)](field.name, None, f"Overrides the config's {field.name}.")
+
+
+def config_from_flags() -> DraftLMTrain:
+    """The named config with every flag the user set applied over it."""
+    from configs import get_config
+
+    cfg = get_config(FLAGS.config)
+    names = {f.name for f in dataclasses.fields(cfg)}
+    overrides = {
+        f.name: FLAGS[f.name].value
+        for f in dataclasses.fields(DraftLMTrain)
+        if FLAGS[f.name].value is not None
+    }
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise SpecjaxError(f"--{unknown[0]} does not apply to config {FLAGS.config}")
+    cfg = dataclasses.replace(cfg, **overrides)
+    cfg.validate()
+    return cfg
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        fail(f"unexpected argument {argv[1]!r} (flags look like --steps=100)")
+    try:
+        cfg = config_from_flags()
+        if not isinstance(cfg, DraftLMTrain):
+            raise SpecjaxError(f"config {FLAGS.config} does not train a draft LM")
+        result = train_draft_lm(cfg, resume=FLAGS.resume)
+    except SpecjaxError as e:
+        fail(str(e))
+    if result.final_dir is not None:
+        print(f"draft saved to {result.final_dir} (use: --method=sd --draft={result.final_dir})")
+    else:
+        print(f"stopped at step {int(result.state.step)}; continue with --resume")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main, flags_parser=parse_flags)
