@@ -93,7 +93,16 @@ def hf_state_dict(config: ModelConfig, params: ModelParams) -> dict[str, np.ndar
     QH, KH, F = c.Q * c.H, c.K * c.H, c.F
     out["model.embed_tokens.weight"] = p["embed"]
     out["model.norm.weight"] = p["final_norm"]
-    out["lm_head.weight"] = p["embed"] if p["lm_head"] is None else p["lm_head"].T
+    if p["head_token_ids"] is not None and c.tie_word_embeddings:
+        # A frequent-token draft head is the tied head's columns: transformers gets the full one
+        # (it drafts over the whole vocabulary; our drafter only over the head's tokens).
+        out["lm_head.weight"] = p["embed"]
+    elif p["head_token_ids"] is not None:
+        full = np.zeros((c.V, c.D), np.float32)
+        full[p["head_token_ids"].astype(np.int64)] = p["lm_head"].T
+        out["lm_head.weight"] = full
+    else:
+        out["lm_head.weight"] = p["embed"] if p["lm_head"] is None else p["lm_head"].T
     for i in range(c.L):
         pre = f"model.layers.{i}."
         wqkv = lay["wqkv"][i].T  # [(Q+2K)H, D]

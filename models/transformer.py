@@ -47,7 +47,12 @@ class LayerParams:
 
 @struct.dataclass
 class ModelParams:
-    """All weights of a decoder. `lm_head` is None when tied to `embed`."""
+    """All weights of a decoder. `lm_head` is None when tied to `embed`.
+
+    `head_token_ids` is set only for a draft whose head covers a frequent-token subset of the
+    vocabulary (V' columns, FR-Spec style): its logits are over V' and column j means token
+    `head_token_ids[j]`. The head is then 1/6 of the full one, which is most of a small draft's cost.
+    """
 
     embed: jax.Array  # [V, D]
     layers: LayerParams
@@ -55,6 +60,7 @@ class ModelParams:
     lm_head: jax.Array | None = None  # [D, V]
     final_norm_bias: jax.Array | None = None  # [D] (GPT-2)
     pos_embed: jax.Array | None = None  # [max_positions, D] (GPT-2)
+    head_token_ids: jax.Array | None = None  # int32 [V'] (frequent-token draft head)
 
     @property
     def dtype(self) -> jnp.dtype:

@@ -24,7 +24,12 @@ from specjax.errors import SpecjaxError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "smollm2", "Target: GGUF file, HF directory or 'smollm2'.")
-flags.DEFINE_list("draft", ["self:20"], "Drafts for sd, each a path or self:N (one sd row each).")
+flags.DEFINE_list(
+    "draft",
+    ["shipped"],
+    "Drafts for sd (one sd row each): 'shipped' (the trained draft for this target), a path, or "
+    "self:N.",
+)
 flags.DEFINE_list("methods", ["vanilla", "sd", "ngram"], "Our methods (vanilla always runs).")
 flags.DEFINE_list(
     "peers",
@@ -170,7 +175,8 @@ def _row_names() -> list[tuple[str, str, str | None]]:
     rows = [("vanilla", "vanilla", None)]
     for m in FLAGS.methods:
         if m == "sd":
-            rows += [(f"sd[{d}]", "sd", d) for d in FLAGS.draft]
+            # "shipped": the trained draft in models/drafts made for this target.
+            rows += [(f"sd[{d}]", "sd", None if d == "shipped" else d) for d in FLAGS.draft]
         elif m != "vanilla":
             rows.append((m, m, None))
     return rows
@@ -237,10 +243,11 @@ def run_bench() -> dict:
         name: make_drafter(kind, model.config, model.params, draft=draft, gamma=FLAGS.gamma)
         for name, kind, draft in ours
     }
-    first_draft = next((d for _, kind, d in ours if kind == "sd"), None)
+    first_sd = next((name for name, kind, _ in ours if kind == "sd"), None)
+    first_draft = first_sd[3:-1] if first_sd else None
     draft_model = None
-    if first_draft is not None:
-        d = drafters[f"sd[{first_draft}]"]
+    if first_sd is not None:
+        d = drafters[first_sd]
         draft_model = (d[0].config, d[1])
     peers, missing = _make_peers(model, draft_model, max(len(i) for i in ids) + max_new + 16)
 

@@ -85,6 +85,7 @@ def param_shardings(params: ModelParams, mesh: Mesh) -> ModelParams:
         lm_head=opt(params.lm_head, ("embed", "vocab")),
         final_norm_bias=opt(params.final_norm_bias, ("embed",)),
         pos_embed=opt(params.pos_embed, ("positions", "embed")),
+        head_token_ids=opt(params.head_token_ids, (None,)),
     )
 
 

@@ -161,3 +161,91 @@ def test_saved_draft_dir_is_an_sd_draft(target, draft, tmp_path):
         draft_params=draft_params,
     )
     assert spec.tokens == vanilla.tokens
+
+
+HEAD_IDS = np.arange(0, TINY_TARGET.V, 3, dtype=np.int32)  # a third of the vocabulary
+
+
+def test_frequent_tokens_are_the_most_counted_answer_tokens():
+    from train_heads.draft_lm import frequent_tokens
+
+    tokens = np.array([[1, 5, 5, 5, 7, 7, 9]])
+    mask = np.array([[False, True, True, True, True, True, True]])
+    assert frequent_tokens(tokens, mask, 2, V=16).tolist() == [5, 7]
+
+
+def test_reduced_head_logits_are_the_full_heads_columns(target):
+    config, full = init_draft(target.config, target.params, 2, jax.random.key(1))
+    _, reduced = init_draft(
+        target.config, target.params, 2, jax.random.key(1), head_token_ids=HEAD_IDS
+    )
+    np.testing.assert_allclose(
+        next_token_logits(config, reduced, TOKENS),
+        next_token_logits(config, full, TOKENS)[..., HEAD_IDS],
+        atol=1e-5,
+    )
+
+
+def test_reduced_head_survives_save_load_and_stays_lossless(target, tmp_path):
+    config, params = init_draft(
+        target.config, target.params, 2, jax.random.key(1), head_token_ids=HEAD_IDS
+    )
+    save_draft(tmp_path, config, params)
+    loaded = load_draft(tmp_path, target)
+    np.testing.assert_array_equal(np.asarray(loaded.params.head_token_ids), HEAD_IDS)
+    drafter, draft_params = make_drafter("sd", target.config, target.params, draft=str(tmp_path))
+    prompts = [[5, 6, 7, 8, 9], [3, 4]]
+    vanilla = generate(target.config, target.params, prompts, max_new_tokens=12)
+    spec = generate(
+        target.config,
+        target.params,
+        prompts,
+        max_new_tokens=12,
+        drafter=drafter,
+        draft_params=draft_params,
+    )
+    assert spec.tokens == vanilla.tokens
+    assert sum(spec.drafted) > 0
+
+
+def test_reduced_head_draws_only_its_tokens_and_q_sums_to_one(target):
+    """Sampling stays exact only if q is the distribution the drafts were drawn from: zero outside
+    the head, a distribution over the full vocabulary."""
+    from specjax.candidates import DraftContext
+    from specjax.sampling import SamplingConfig
+
+    config, params = init_draft(
+        target.config, target.params, 2, jax.random.key(1), head_token_ids=HEAD_IDS
+    )
+    drafter, _ = make_drafter(
+        "sd", target.config, target.params, draft=Model(config, params, None, "d")
+    )
+    prompt = jnp.asarray([[5, 6, 7, 8, 9]] * 4, jnp.int32)
+    state = drafter.init(params, prompt, jnp.full((4,), 5, jnp.int32), 32)
+    ctx = DraftContext(
+        root=jnp.full((4,), 9, jnp.int32),
+        root_position=jnp.full((4,), 5, jnp.int32),
+        hidden=jnp.zeros((4, config.D)),
+        done=jnp.zeros((4,), bool),
+    )
+    keys = jax.vmap(jax.random.key)(jnp.arange(4, dtype=jnp.uint32))
+    cands, _ = drafter.propose(params, state, ctx, keys, SamplingConfig(temperature=1.0))
+    drafts = np.asarray(cands.tokens[:, 1:])
+    assert np.isin(drafts, HEAD_IDS).all()
+    q = np.asarray(cands.q_probs[:, 1:])  # [B, gamma, V]
+    np.testing.assert_allclose(q.sum(-1), 1.0, atol=1e-5)
+    outside = np.setdiff1d(np.arange(target.config.V), HEAD_IDS)
+    assert (q[..., outside] == 0).all()
+
+
+def test_reduced_head_loss_ignores_uncovered_labels(target):
+    from train_heads.draft_lm import Batch, make_loss
+
+    config, params = init_draft(
+        target.config, target.params, 2, jax.random.key(1), head_token_ids=HEAD_IDS
+    )
+    batch = Batch(TOKENS, jnp.ones_like(TOKENS, bool))
+    _, sums = make_loss(config)(trainable(params), shared(params), batch)
+    labels = np.asarray(TOKENS[:, 1:]).ravel()
+    assert float(sums["covered"]) == np.isin(labels, HEAD_IDS).sum()
+    assert float(sums["top1"]) <= float(sums["covered"])

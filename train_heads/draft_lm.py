@@ -13,8 +13,15 @@ instead of a V-wide distribution; ReDrafter (Cheng et al. 2024, §4) found self-
 about 10 % better for acceptance than the human text the target was trained on. The metric `top1`
 (draft argmax == label) is the greedy acceptance proxy.
 
+Frequent-token head (`draft_vocab` > 0): the draft's head keeps only the target head's columns of
+the `draft_vocab` tokens most frequent in the target's answers (FR-Spec, Zhao et al. 2025; EAGLE-3
+drafts over a reduced vocabulary too). With SmolLM2 the full head is 28M of the target's 135M
+parameters, so it would dominate a 2-layer draft's cost on a memory-bound CPU; 8192 columns cover
+almost every answer token at 1/6 of the bytes. Tokens outside can never be drafted (no loss term).
+
 On disk (`save_draft`): `model.safetensors` with only the draft's own tensors (stacked layers and
-final norm, bfloat16) and `draft_config.json` with the config and the target's fingerprint.
+final norm, bfloat16, and `head_token_ids` when the head is reduced) and `draft_config.json` with
+the config and the target's fingerprint.
 """
 
 from __future__ import annotations
@@ -56,8 +63,9 @@ class Shared:
     """The target's frozen tensors the draft reads: embedding, untied head, GPT-2 positions."""
 
     embed: jax.Array  # [V, D]
-    lm_head: jax.Array | None = None  # [D, V]
+    lm_head: jax.Array | None = None  # [D, V] (or [D, V'] with head_token_ids)
     pos_embed: jax.Array | None = None  # [max_positions, D]
+    head_token_ids: jax.Array | None = None  # int32 [V'] frequent-token head
 
 
 @struct.dataclass
@@ -74,9 +82,11 @@ def init_draft(
     num_layers: int,
     key: jax.Array,
     from_target: bool = True,
+    head_token_ids: np.ndarray | None = None,
 ) -> tuple[ModelConfig, ModelParams]:
     """(draft_config, draft_params): the target's first `num_layers` blocks and final norm, or
-    random blocks (`from_target=False`); embedding and head are the target's own arrays."""
+    random blocks (`from_target=False`); embedding and head are the target's own arrays (the head
+    cut to `head_token_ids`' columns when given)."""
     if not 1 <= num_layers < target_config.L:
         raise SpecjaxError(
             f"draft_layers must be in [1, {target_config.L - 1}] (the target has "
@@ -92,7 +102,24 @@ def init_draft(
     else:
         fresh = init_params(config, key, dtype=target_params.dtype)
         own = trainable(fresh)
-    return config, merge(own, shared(target_params))
+    frozen = shared(target_params)
+    if head_token_ids is not None:
+        frozen = reduce_head(frozen, head_token_ids)
+    return config, merge(own, frozen)
+
+
+def reduce_head(frozen: Shared, head_token_ids) -> Shared:
+    """The head restricted to `head_token_ids` (int32 [V']), materialised once as [D, V']."""
+    ids = jnp.asarray(head_token_ids, jnp.int32)
+    full = frozen.embed.T if frozen.lm_head is None else frozen.lm_head  # [D, V]
+    return frozen.replace(lm_head=jnp.take(full, ids, axis=1), head_token_ids=ids)
+
+
+def frequent_tokens(tokens_NxS: np.ndarray, mask_NxS: np.ndarray, n: int, V: int) -> np.ndarray:
+    """The n token ids most frequent among answer tokens (ties by id), sorted by id."""
+    counts = np.bincount(tokens_NxS[mask_NxS].ravel(), minlength=V)
+    top = np.argsort(-counts, kind="stable")[: min(n, V)]
+    return np.sort(top).astype(np.int32)
 
 
 def trainable(params: ModelParams) -> Trainable:
@@ -100,7 +127,7 @@ def trainable(params: ModelParams) -> Trainable:
 
 
 def shared(params: ModelParams) -> Shared:
-    return Shared(params.embed, params.lm_head, params.pos_embed)
+    return Shared(params.embed, params.lm_head, params.pos_embed, params.head_token_ids)
 
 
 def merge(own: Trainable, frozen: Shared) -> ModelParams:
@@ -112,6 +139,7 @@ def merge(own: Trainable, frozen: Shared) -> ModelParams:
         lm_head=frozen.lm_head,
         final_norm_bias=own.final_norm_bias,
         pos_embed=frozen.pos_embed,
+        head_token_ids=frozen.head_token_ids,
     )
 
 
@@ -137,7 +165,8 @@ def make_loss(config: ModelConfig):
 
     Position s predicts tokens[s+1], counted where mask[s+1] (an answer token). `sums` holds
     count, loss (summed CE) and top1 (draft argmax == the target's token); an all-padding row
-    adds nothing.
+    adds nothing. With a frequent-token head, labels outside it add no CE (they cannot be drafted)
+    but count as top1 misses, so top1 stays the acceptance proxy; `covered` is the head's share.
     """
 
     def loss(own: Trainable, frozen: Shared, batch: Batch):
@@ -145,14 +174,22 @@ def make_loss(config: ModelConfig):
         logits_BxSxV = next_token_logits(config, params, batch.tokens[:, :-1])
         labels_BxS = batch.tokens[:, 1:]
         weight_BxS = batch.mask[:, 1:].astype(jnp.float32)
+        covered_BxS = jnp.ones_like(weight_BxS)
+        if frozen.head_token_ids is not None:  # target id -> head column (-1: not in the head)
+            ids = frozen.head_token_ids
+            column = jnp.full((config.V,), -1, jnp.int32).at[ids].set(jnp.arange(ids.shape[0]))
+            labels_BxS = column[labels_BxS]
+            covered_BxS = (labels_BxS >= 0).astype(jnp.float32)
+            labels_BxS = jnp.maximum(labels_BxS, 0)
         label_logit_BxS = jnp.take_along_axis(logits_BxSxV, labels_BxS[..., None], axis=-1)[..., 0]
-        ce_BxS = jax.nn.logsumexp(logits_BxSxV, axis=-1) - label_logit_BxS
-        hit_BxS = (jnp.argmax(logits_BxSxV, axis=-1) == labels_BxS).astype(jnp.float32)
+        ce_BxS = (jax.nn.logsumexp(logits_BxSxV, axis=-1) - label_logit_BxS) * covered_BxS
+        hit_BxS = (jnp.argmax(logits_BxSxV, axis=-1) == labels_BxS) * covered_BxS
         count = weight_BxS.sum()
         sums = {
             "count": count,
             "loss": (ce_BxS * weight_BxS).sum(),
             "top1": (hit_BxS * weight_BxS).sum(),
+            "covered": (covered_BxS * weight_BxS).sum(),
         }
         return sums["loss"] / jnp.maximum(count, 1.0), sums
 
@@ -196,6 +233,8 @@ def save_draft(
         k: np.asarray(jax.device_get(v)).astype(ml_dtypes.bfloat16)
         for k, v in _named_tensors(trainable(params)).items()
     }
+    if params.head_token_ids is not None:  # int32 ids, not weights: stored exactly
+        tensors["head_token_ids"] = np.asarray(jax.device_get(params.head_token_ids), np.int32)
     tmp = path / (WEIGHTS_FILE + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": FORMAT})
     tmp.replace(path / WEIGHTS_FILE)
@@ -265,5 +304,11 @@ def load_draft(path: str | Path, target: Model) -> Model:
         final_norm=get("final_norm"),
         final_norm_bias=get("final_norm_bias") if "final_norm_bias" in want else None,
     )
-    params = merge(own, shared(target.params))
+    frozen = shared(target.params)
+    if "head_token_ids" in tensors:
+        ids = np.asarray(tensors["head_token_ids"])
+        if ids.ndim != 1 or ids.dtype != np.int32 or ids.min() < 0 or ids.max() >= config.V:
+            raise SpecjaxError(f"draft weights {weights}: head_token_ids are not valid token ids")
+        frozen = reduce_head(frozen, ids)
+    params = merge(own, frozen)
     return Model(config=config, params=params, tokenizer=target.tokenizer, source=str(path))

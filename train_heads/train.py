@@ -353,12 +353,16 @@ def train_draft_lm(
     order = np.random.default_rng(cfg.seed).permutation(n)
     n_eval = min(cfg.eval_examples, n // 2)
     ev, tr = order[:n_eval], order[n_eval:]
+    head_ids = None
+    if cfg.draft_vocab:  # chosen on the training split only
+        head_ids = draft_lm.frequent_tokens(tokens[tr], mask[tr], cfg.draft_vocab, target.config.V)
     draft_config, draft_params = draft_lm.init_draft(
         target.config,
         target.params,
         cfg.draft_layers,
         jax.random.key(cfg.seed),
         from_target=cfg.init_from_target_layers,
+        head_token_ids=head_ids,
     )
     own = draft_lm.cast(draft_lm.trainable(draft_params), jnp.float32)  # fp32 master weights
     frozen = draft_lm.shared(draft_params)

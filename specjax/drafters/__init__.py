@@ -58,7 +58,8 @@ def make_drafter(
 ) -> tuple[Any, Any]:
     """(drafter, draft_params) for a method; (None, None) for vanilla.
 
-    `draft` (for sd) is "self:N", a directory written by `train_heads.draft_lm.save_draft`, a
+    `draft` (for sd) is None (the shipped trained draft for this target, see `models.drafts`),
+    "self:N", a directory written by `train_heads.draft_lm.save_draft`, a
     path or name for `models.loading.load_model`, or a loaded `Model`. Its vocabulary must be the
     target's.
     """
@@ -72,9 +73,15 @@ def make_drafter(
         if gamma < 1:
             raise SpecjaxError(f"gamma must be >= 1, got {gamma}")
         if draft is None or draft == "":
-            raise SpecjaxError(
-                "--method=sd needs --draft (a checkpoint with the target's vocabulary, or self:N)"
-            )
+            from models.drafts import shipped_draft_for
+
+            shipped = shipped_draft_for(config, params)
+            if shipped is None:
+                raise SpecjaxError(
+                    "--method=sd needs --draft for this target (no shipped draft matches it): a "
+                    "checkpoint with the target's vocabulary, a trained draft directory, or self:N"
+                )
+            draft = str(shipped)
         if isinstance(draft, str) and draft.startswith("self:"):
             draft_config, draft_params = self_draft(
                 config, params, parse_self_draft(draft, config.L)

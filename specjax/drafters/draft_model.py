@@ -1,6 +1,7 @@
 """Two-model speculative decoding (Leviathan et al. 2023; Chen et al. 2023): a small draft model
 with the target's vocabulary drafts gamma tokens autoregressively; the target verifies them in one
-forward.
+forward. A draft whose head covers only frequent tokens (`ModelParams.head_token_ids`) drafts among
+those; its q is zero elsewhere, which keeps speculative sampling exact.
 
 The draft keeps its own KV cache, always one token behind the root: each propose re-feeds the token
 before the root together with the root (a 2-token forward). That single rule covers both outcomes
@@ -79,10 +80,16 @@ class DraftModelDrafter:
         positions = cache.length[:, None] + jnp.arange(2)[None, :]
         logits, _, cache = forward(c, params, two, positions, cache, causal_mask(B, 2))
 
+        ids = params.head_token_ids  # [V'] or None: a frequent-token head
+
         def draw(i, logits_BV):
             q = None if sampling.greedy else probabilities(logits_BV, sampling)
             step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys_B)
             tok = jax.vmap(lambda k, lg: sample_token(k, lg, sampling))(step_keys, logits_BV)
+            if ids is not None:  # head column -> target token; q spread over the full vocabulary
+                tok = ids[tok]
+                if q is not None:
+                    q = jnp.zeros((B, c.V), q.dtype).at[:, ids].set(q)
             return tok, q
 
         first, q1 = draw(0, logits[:, 1])

@@ -1,0 +1,32 @@
+"""Trained drafts shipped inside the package, found by the target they were trained for.
+
+`sd` with no `--draft` uses the shipped draft whose recorded target fingerprint matches the loaded
+target (today: a 2-layer draft for the embedded SmolLM2-135M-Instruct, made by
+`python -m train_heads.train --config=smollm2_draft`). Each subdirectory is a `save_draft` output.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+DRAFTS_DIR = Path(__file__).resolve().parent
+
+
+def shipped_draft_for(config, params) -> Path | None:
+    """The shipped draft directory made for this target, or None."""
+    from train_heads.draft_lm import CONFIG_FILE
+    from train_heads.target import target_fingerprint
+
+    actual = None
+    for d in sorted(p for p in DRAFTS_DIR.iterdir() if (p / CONFIG_FILE).is_file()):
+        try:
+            recorded = json.loads((d / CONFIG_FILE).read_text())["target"]["fingerprint"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if recorded.get("V") != config.V or recorded.get("D") != config.D:
+            continue  # cheap check before hashing the embedding
+        actual = actual or target_fingerprint(config, params)
+        if recorded == actual:
+            return d
+    return None
