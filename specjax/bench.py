@@ -203,7 +203,8 @@ def _make_peers(model, draft_model, max_len: int) -> tuple[list, dict[str, str]]
                 rows += [(f"transformers:assisted[{FLAGS.draft[0]}]", tf, "assisted")]
         elif peer == "llamacpp":
             try:
-                lc = bench_peers.LlamaCppPeer(model.source, n_ctx=max_len)
+                # Slack past prompt + budget: prompt lookup evaluates drafts beyond the last token.
+                lc = bench_peers.LlamaCppPeer(model.source, n_ctx=max_len + 256)
             except bench_peers.PeerUnavailable as e:
                 missing["llama.cpp:vanilla"] = missing["llama.cpp:prompt_lookup"] = str(e)
                 continue
@@ -287,7 +288,15 @@ def run_bench() -> dict:
             bar.update(1)
         for name, runner, mode in peers:
             bar.set_postfix_str(f"{cat}: {name}")
-            run = runner.run(mode, prompt, max_new, model.eos_ids, repeats)
+            if name in missing:
+                bar.update(1)
+                continue
+            try:
+                run = runner.run(mode, prompt, max_new, model.eos_ids, repeats)
+            except Exception as e:  # a peer's own failure is reported, not fatal to the run
+                missing[name] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                bar.update(1)
+                continue
             raw.append(
                 dict(
                     prompt=index,

@@ -109,6 +109,7 @@ class LlamaCppPeer:
         self.llama_cpp = llama_cpp
         self.path, self.n_ctx, self.ngram_tokens = str(gguf_path), n_ctx, ngram_tokens
         self.models = {}
+        self.calls = 0
 
     def _model(self, mode: str):
         if mode not in self.models:
@@ -122,32 +123,30 @@ class LlamaCppPeer:
                 from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
                 kw["draft_model"] = LlamaPromptLookupDecoding(num_pred_tokens=self.ngram_tokens)
-            self.models[mode] = self.llama_cpp.Llama(**kw)
+            llm = self.llama_cpp.Llama(**kw)
+            real_eval = llm.eval
+
+            def counting_eval(tokens):  # one target forward, however many tokens it scores
+                self.calls += 1
+                return real_eval(tokens)
+
+            llm.eval = counting_eval
+            self.models[mode] = llm
         return self.models[mode]
 
     def run(self, mode: str, prompt: list[int], max_new_tokens: int, eos_ids, repeats: int):
         llm = self._model(mode)
         eos = set(eos_ids)
-        calls = 0
-        original_eval = llm.eval
-
-        def counting_eval(tokens):
-            nonlocal calls
-            calls += 1
-            return original_eval(tokens)
-
-        llm.eval = counting_eval
 
         def go():
-            nonlocal calls
-            calls = 0
+            self.calls = 0
             llm.reset()
             out = []
             for tok in llm.generate(prompt, top_k=1, top_p=1.0, temp=0.0, reset=True):
                 out.append(int(tok))
                 if tok in eos or len(out) >= max_new_tokens:
                     break
-            return out, calls  # the prefill counts, as in specjax
+            return out, self.calls  # the prefill counts, as in specjax
 
         (tokens, calls_used), first_s, secs = _timed(go, repeats)
         return PeerRun(
