@@ -37,7 +37,11 @@ flags.DEFINE_list(
     "Peers in the same run: transformers (vanilla, prompt lookup, assisted by the first draft), "
     "llamacpp (vanilla, prompt lookup; needs llama-cpp-python and a GGUF model). Empty: none.",
 )
-flags.DEFINE_string("prompts", "specbench", "specbench, humaneval, or a .jsonl file with 'prompt'.")
+flags.DEFINE_string(
+    "prompts",
+    "specbench",
+    "specbench, humaneval, a .jsonl file with 'prompt' (and 'category'), or several, comma-separated.",
+)
 flags.DEFINE_list("categories", [], "Categories to keep (default: all).")
 flags.DEFINE_integer("per_category", 2, "Prompts per category.")
 flags.DEFINE_integer("max_new_tokens", 128, "Tokens per prompt.")
@@ -58,7 +62,17 @@ SHARED_SPECBENCH = (
 def load_prompts(
     source: str, categories: list[str], per_category: int, max_categories: int | None = None
 ) -> list[tuple[str, str]]:
-    """(category, text) pairs; Spec-Bench first turns, HumanEval from the installed package."""
+    """(category, text) pairs; Spec-Bench first turns, HumanEval from the installed package.
+
+    `source` may list several sets, comma-separated ("specbench,humaneval"), kept in that order.
+    """
+    if "," in source:
+        items = [
+            (cat, text)
+            for part in source.split(",")
+            for cat, text in load_prompts(part.strip(), [], 10**9)
+        ]
+        return _keep(items, categories, per_category, max_categories)
     if source == "specbench":
         path = SHARED_SPECBENCH
         if not path.is_file():
@@ -77,6 +91,11 @@ def load_prompts(
         if not all(isinstance(r, dict) and "prompt" in r for r in rows):
             raise SpecjaxError(f"{source}: every line must be a JSON object with a 'prompt'")
         items = [(r.get("category", "file"), r["prompt"]) for r in rows]
+    return _keep(items, categories, per_category, max_categories)
+
+
+def _keep(items, categories, per_category, max_categories):
+    """The first `per_category` prompts of each kept category (at most `max_categories`)."""
     kept, seen = [], {}
     for cat, text in items:
         if categories and cat not in categories:
