@@ -19,7 +19,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from specjax.cli import fail, parse_flags
+from specjax.cli import parse_flags, run_or_fail
 from specjax.errors import SpecjaxError
 
 FLAGS = flags.FLAGS
@@ -264,7 +264,6 @@ def run_bench() -> dict:
         for name, kind, draft in ours
     }
     first_sd = next((name for name, kind, _ in ours if kind == "sd"), None)
-    first_draft = first_sd[3:-1] if first_sd else None
     draft_model = None
     if first_sd is not None:
         d = drafters[first_sd]
@@ -338,7 +337,7 @@ def run_bench() -> dict:
     bar.close()
     curves = {"target": verify_cost_curve(model.config, model.params)}
     if draft_model is not None:
-        curves[f"draft {first_draft}"] = verify_cost_curve(*draft_model)
+        curves[f"draft of {first_sd}"] = verify_cost_curve(*draft_model)
     bandwidth = copy_bandwidth_gbs()
     weight_bytes = sum(x.nbytes for x in jax.tree.leaves(model.params))
     return dict(
@@ -480,12 +479,7 @@ def plot(res: dict, path: Path) -> None:
 
 
 def main(argv):
-    if len(argv) > 1:
-        fail(f"unexpected argument {argv[1]!r} (flags look like --prompts=humaneval)")
-    try:
-        res = run_bench()
-    except SpecjaxError as e:
-        fail(str(e))
+    res = run_or_fail(argv, run_bench, "--prompts=humaneval")
     out = Path(FLAGS.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(res, indent=1, default=str))

@@ -6,12 +6,24 @@ import sys
 
 from absl import flags, logging
 
+from specjax.errors import SpecjaxError
+
 FLAGS = flags.FLAGS
 
 
 def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def run_or_fail(argv: list[str], run, flag_example: str):
+    """`run()`'s result; a stray positional argument or a SpecjaxError ends as one line, exit 2."""
+    if len(argv) > 1:
+        fail(f"unexpected argument {argv[1]!r} (flags look like {flag_example})")
+    try:
+        return run()
+    except SpecjaxError as e:
+        fail(str(e))
 
 
 def parse_flags(argv: list[str]) -> list[str]:

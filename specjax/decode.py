@@ -12,8 +12,7 @@ import sys
 
 from absl import app, flags
 
-from specjax.cli import fail as _fail
-from specjax.cli import parse_flags
+from specjax.cli import parse_flags, run_or_fail
 from specjax.drafters import AVAILABLE_METHODS, METHODS
 from specjax.errors import SpecjaxError
 from specjax.prompts import encode_prompt
@@ -123,12 +122,7 @@ def run(argv_flags=FLAGS) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        _fail(f"unexpected argument {argv[1]!r} (flags look like --prompt='...')")
-    try:
-        out = run()
-    except SpecjaxError as e:
-        _fail(str(e))
+    out = run_or_fail(argv, run, "--prompt='...'")
     if FLAGS.json:
         print(json.dumps(out))
     else:

@@ -145,11 +145,9 @@ def test_damaged_draft_is_one_line_error(target, draft, tmp_path, damage):
     assert "\n" not in str(e.value) and str(tmp_path) in str(e.value)
 
 
-def test_saved_draft_dir_is_an_sd_draft(target, draft, tmp_path):
-    config, params = draft
-    save_draft(tmp_path, config, params)
-    drafter, draft_params = make_drafter("sd", target.config, target.params, draft=str(tmp_path))
-    assert drafter.config == config
+def _sd_from_dir_equals_vanilla(target, draft_dir):
+    """Greedy sd with the saved draft at `draft_dir`; asserts it equals vanilla, returns both."""
+    drafter, draft_params = make_drafter("sd", target.config, target.params, draft=str(draft_dir))
     prompts = [[5, 6, 7, 8, 9], [3, 4]]
     vanilla = generate(target.config, target.params, prompts, max_new_tokens=12)
     spec = generate(
@@ -161,6 +159,14 @@ def test_saved_draft_dir_is_an_sd_draft(target, draft, tmp_path):
         draft_params=draft_params,
     )
     assert spec.tokens == vanilla.tokens
+    return drafter, spec
+
+
+def test_saved_draft_dir_is_an_sd_draft(target, draft, tmp_path):
+    config, params = draft
+    save_draft(tmp_path, config, params)
+    drafter, _ = _sd_from_dir_equals_vanilla(target, tmp_path)
+    assert drafter.config == config
 
 
 HEAD_IDS = np.arange(0, TINY_TARGET.V, 3, dtype=np.int32)  # a third of the vocabulary
@@ -193,18 +199,7 @@ def test_reduced_head_survives_save_load_and_stays_lossless(target, tmp_path):
     save_draft(tmp_path, config, params)
     loaded = load_draft(tmp_path, target)
     np.testing.assert_array_equal(np.asarray(loaded.params.head_token_ids), HEAD_IDS)
-    drafter, draft_params = make_drafter("sd", target.config, target.params, draft=str(tmp_path))
-    prompts = [[5, 6, 7, 8, 9], [3, 4]]
-    vanilla = generate(target.config, target.params, prompts, max_new_tokens=12)
-    spec = generate(
-        target.config,
-        target.params,
-        prompts,
-        max_new_tokens=12,
-        drafter=drafter,
-        draft_params=draft_params,
-    )
-    assert spec.tokens == vanilla.tokens
+    _, spec = _sd_from_dir_equals_vanilla(target, tmp_path)
     assert sum(spec.drafted) > 0
 
 

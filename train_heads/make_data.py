@@ -16,7 +16,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from specjax.cli import fail, parse_flags
+from specjax.cli import parse_flags, run_or_fail
 from specjax.errors import SpecjaxError
 
 FLAGS = flags.FLAGS
@@ -74,12 +74,7 @@ def run() -> dict:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        fail(f"unexpected argument {argv[1]!r} (flags look like --out=DIR)")
-    try:
-        manifest = run()
-    except SpecjaxError as e:
-        fail(str(e))
+    manifest = run_or_fail(argv, run, "--out=DIR")
     print(
         f"{manifest['examples']} examples, {manifest['generated_tokens']} generated tokens "
         f"in {len(manifest['shards'])} shards -> {FLAGS.out}"

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from configs.draft_lm import DraftLMTrain
 from configs.train_loop import TrainLoop
 from models.loading import Model
-from specjax.cli import fail, parse_flags
+from specjax.cli import parse_flags, run_or_fail
 from specjax.errors import SpecjaxError
 from train_heads.checkpoint import Checkpoints
 
@@ -429,15 +429,13 @@ def config_from_flags() -> DraftLMTrain:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        fail(f"unexpected argument {argv[1]!r} (flags look like --steps=100)")
-    try:
+    def run():
         cfg = config_from_flags()
         if not isinstance(cfg, DraftLMTrain):
             raise SpecjaxError(f"config {FLAGS.config} does not train a draft LM")
-        result = train_draft_lm(cfg, resume=FLAGS.resume)
-    except SpecjaxError as e:
-        fail(str(e))
+        return train_draft_lm(cfg, resume=FLAGS.resume)
+
+    result = run_or_fail(argv, run, "--steps=100")
     if result.final_dir is not None:
         print(f"draft saved to {result.final_dir} (use: --method=sd --draft={result.final_dir})")
     else:
