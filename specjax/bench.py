@@ -9,6 +9,7 @@ and a roofline: weight bytes per target call / measured copy bandwidth.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -47,6 +48,18 @@ flags.DEFINE_integer("per_category", 2, "Prompts per category.")
 flags.DEFINE_integer("max_new_tokens", 128, "Tokens per prompt.")
 flags.DEFINE_integer("repeats", 3, "Timed runs per prompt and method (median reported).")
 flags.DEFINE_integer("gamma", 4, "sd draft length (also the assisted peer's).")
+flags.DEFINE_string(
+    "phrase_preset",
+    "auto",
+    "ouroboros/lookahead settings (configs/phrase_drafting.py); 'auto' picks the paper's preset "
+    "per category (humaneval: code, math_reasoning: math, summarization, translation; else chat).",
+)
+flags.DEFINE_list(
+    "pool_modes",
+    ["cold", "warm"],
+    "ouroboros/lookahead rows: cold (an empty pool per prompt) and/or warm (the pool carried "
+    "over from the previous prompts of the run, never from the same prompt).",
+)
 flags.DEFINE_bool(
     "quick", False, "Smoke run: 1 prompt from each of 2 categories, 32 tokens, 1 repeat."
 )
@@ -189,16 +202,37 @@ def _peak_memory_mb() -> dict:
     return out
 
 
+PHRASE_METHODS = ("ouroboros", "lookahead")
+# --phrase_preset=auto: the Ouroboros paper's setting for each kind of task.
+CATEGORY_PRESETS = {
+    "humaneval": "code",
+    "coding": "code",
+    "math_reasoning": "math",
+    "math": "math",
+    "summarization": "summarization",
+    "translation": "translation",
+}
+
+
 def _row_names() -> list[tuple[str, str, str | None]]:
     """(row name, kind, draft) for our methods: kind is the specjax method."""
     rows = [("vanilla", "vanilla", None)]
+    first_draft = None if FLAGS.draft[0] == "shipped" else FLAGS.draft[0]
     for m in FLAGS.methods:
         if m == "sd":
             # "shipped": the trained draft in models/drafts made for this target.
             rows += [(f"sd[{d}]", "sd", None if d == "shipped" else d) for d in FLAGS.draft]
+        elif m in PHRASE_METHODS:
+            rows += [(f"{m}[{mode}]", m, first_draft) for mode in FLAGS.pool_modes]
         elif m != "vanilla":
             rows.append((m, m, None))
     return rows
+
+
+def _phrase_preset(category: str) -> str:
+    if FLAGS.phrase_preset != "auto":
+        return FLAGS.phrase_preset
+    return CATEGORY_PRESETS.get(category, "chat")
 
 
 def _make_peers(model, draft_model, max_len: int) -> tuple[list, dict[str, str]]:
@@ -258,16 +292,37 @@ def run_bench() -> dict:
         raise SpecjaxError(f"{FLAGS.model} has no tokenizer; the bench needs one for its prompts")
     chat = model.has_chat_template
     ids = [encode_prompt(model.tokenizer, text, chat) for _, text in prompts]
+    from configs.phrase_drafting import phrase_drafting
+    from specjax.drafters import pool_after
+
+    for mode in FLAGS.pool_modes:
+        if mode not in ("cold", "warm"):
+            raise SpecjaxError(f"unknown pool mode {mode!r} (choose from cold, warm)")
+    presets = {_phrase_preset(cat) for cat, _ in prompts}
+    for name in presets:
+        phrase_drafting(name)  # an unknown preset fails here, before any model work
     ours = _row_names()
-    drafters = {
-        name: make_drafter(kind, model.config, model.params, draft=draft, gamma=FLAGS.gamma)
-        for name, kind, draft in ours
-    }
+    drafters = {}  # (row name, preset or None) -> (drafter, draft params)
+
+    def drafter_for(name: str, kind: str, draft, category: str):
+        preset = _phrase_preset(category) if kind in PHRASE_METHODS else None
+        if (name, preset) not in drafters:
+            drafters[(name, preset)] = make_drafter(
+                kind,
+                model.config,
+                model.params,
+                draft=draft,
+                gamma=FLAGS.gamma,
+                phrase=phrase_drafting(preset) if preset else None,
+            )
+        return drafters[(name, preset)]
+
     first_sd = next((name for name, kind, _ in ours if kind == "sd"), None)
     draft_model = None
     if first_sd is not None:
-        d = drafters[first_sd]
+        d = drafter_for(first_sd, "sd", next(dr for n, _, dr in ours if n == first_sd), "")
         draft_model = (d[0].config, d[1])
+    warm_pools = {}  # (row name, preset) -> the pool carried to the next prompt
     peers, missing = _make_peers(model, draft_model, max(len(i) for i in ids) + max_new + 16)
 
     raw = []
@@ -275,13 +330,20 @@ def run_bench() -> dict:
     bar = tqdm(total=len(prompts) * n_rows, desc="bench", unit="run", file=sys.stderr)
     for index, ((cat, _), prompt) in enumerate(zip(prompts, ids, strict=True)):
         vanilla_tokens = None
-        for name, _, _ in ours:
+        for name, kind, draft in ours:
             bar.set_postfix_str(f"{cat}: {name}")
-            drafter, dparams = drafters[name]
+            drafter, dparams = drafter_for(name, kind, draft, cat)
+            warm = name.endswith("[warm]")
+            pool_key = (name, _phrase_preset(cat))
+            if warm and pool_key in warm_pools:
+                dparams = dparams.replace(pool=warm_pools[pool_key])
             kw = dict(
                 max_new_tokens=max_new, eos_ids=model.eos_ids, drafter=drafter, draft_params=dparams
             )
-            first = generate(model.config, model.params, [prompt], **kw)
+            first = generate(model.config, model.params, [prompt], keep_state=warm, **kw)
+            if warm:  # the next prompt starts from this one's pool; the timed runs from the old
+                warm_pools[pool_key] = pool_after(first)
+                first = dataclasses.replace(first, final_state=None)
             secs = [
                 generate(model.config, model.params, [prompt], **kw).seconds for _ in range(repeats)
             ]
@@ -353,6 +415,7 @@ def run_bench() -> dict:
         max_new_tokens=max_new,
         repeats=repeats,
         gamma=FLAGS.gamma,
+        phrase_presets={c: _phrase_preset(c) for c in sorted({c for c, _ in prompts})},
         command="python -m specjax.bench " + " ".join(sys.argv[1:]),
         raw=raw,
         unavailable=missing,
@@ -407,6 +470,15 @@ def summarize(res: dict) -> str:
         f"Greedy, batch 1, up to {res['max_new_tokens']} new tokens, median of {res['repeats']} "
         f"timed runs after a warm-up run, gamma {res['gamma']}. Command: `{res['command']}`",
         "",
+        *(
+            [
+                "ouroboros/lookahead settings per category (configs/phrase_drafting.py): "
+                + ", ".join(f"{c}: {p}" for c, p in res["phrase_presets"].items()),
+                "",
+            ]
+            if any(r["method"].startswith(("ouroboros", "lookahead")) for r in res["raw"])
+            else []
+        ),
         "| category | method | prompts | tau | acceptance | tok/s | speedup vs vanilla "
         "| mismatches vs vanilla | first call s | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|",

@@ -103,3 +103,30 @@ def tree_mask(parent_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
 def chain_parent(B: int, T: int) -> jax.Array:
     """parent [B, T] of a chain: root -> 1 -> 2 -> ..."""
     return jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32) - 1, (B, T))
+
+
+def dedup_prefixes(tokens_BT: jax.Array, parent_BT: jax.Array) -> jax.Array:
+    """parent [B, T] with repeated prefixes merged: the tree becomes a trie.
+
+    Drafters that gather candidates from several sources (a Jacobi window, pool phrases, beams)
+    often propose the same first tokens twice. Verification follows the first matching sibling, so
+    a duplicate would hide a longer continuation under its twin. A node whose (parent, token)
+    equals an earlier node's is emptied (NO_PARENT) and its children move to the earlier node;
+    indices, and so static shapes and topological order, are unchanged.
+    """
+    T = tokens_BT.shape[1]
+
+    def row(tokens_T, parent_T):
+        def visit(i, parent):
+            p = parent[i]
+            idx = jnp.arange(T)
+            twin = (idx < i) & (parent == p) & (tokens_T == tokens_T[i]) & (p != NO_PARENT)
+            first = jnp.argmax(twin)
+            has_twin = jnp.any(twin) & (p != NO_PARENT)
+            # Children of i (all after i) now hang under the twin; i itself becomes empty.
+            moved = jnp.where((idx > i) & (parent == i) & has_twin, first, parent)
+            return moved.at[i].set(jnp.where(has_twin, NO_PARENT, p))
+
+        return jax.lax.fori_loop(1, T, visit, parent_T)
+
+    return jax.vmap(row)(tokens_BT, parent_BT)

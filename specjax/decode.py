@@ -8,6 +8,7 @@ one line on stderr and exit code 2.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from absl import app, flags
@@ -24,7 +25,10 @@ flags.DEFINE_string(
     "model", "smollm2", "GGUF file, Hugging Face directory, or 'smollm2' (embedded)."
 )
 flags.DEFINE_string(
-    "draft", "", "Draft model for sd: a path, or self:N (the target's first N layers)."
+    "draft",
+    "",
+    "Draft model for sd and ouroboros: a path, a trained draft directory, or self:N (the "
+    "target's first N layers). Default: the draft shipped for the target, if any.",
 )
 flags.DEFINE_string("method", "vanilla", f"One of {'|'.join(METHODS)}.")
 flags.DEFINE_string("prompt", DEFAULT_PROMPT, "The prompt text.")
@@ -39,6 +43,18 @@ flags.DEFINE_string("dtype", "float32", "Parameter dtype: float32 or bfloat16.")
 flags.DEFINE_integer("gamma", 4, "sd: tokens the draft model proposes per step.")
 flags.DEFINE_integer("ngram_max", 3, "ngram: longest suffix matched against the context.")
 flags.DEFINE_integer("ngram_tokens", 10, "ngram: tokens proposed after a match.")
+flags.DEFINE_string(
+    "phrase_preset",
+    "chat",
+    "ouroboros/lookahead settings (configs/phrase_drafting.py): chat, code, math, summarization, "
+    "translation or cpu.",
+)
+flags.DEFINE_string(
+    "pool",
+    "",
+    "ouroboros/lookahead: a phrase-pool file; loaded when it exists (warm start) and written "
+    "back after the run.",
+)
 flags.DEFINE_integer(
     "max_cache_len", None, "Cap on prompt + new tokens (default: the model's context)."
 )
@@ -63,10 +79,13 @@ def run(argv_flags=FLAGS) -> dict:
         raise SpecjaxError(f"--max_new_tokens must be >= 1, got {argv_flags.max_new_tokens}")
     if argv_flags.max_cache_len is not None and argv_flags.max_cache_len < 2:
         raise SpecjaxError(f"--max_cache_len must be >= 2, got {argv_flags.max_cache_len}")
-    if method == "sd" and not argv_flags.draft:
-        raise SpecjaxError(
-            "--method=sd needs --draft (a checkpoint with the target's vocabulary, or self:N)"
-        )
+    phrase = None
+    if argv_flags.pool and method not in ("ouroboros", "lookahead"):
+        raise SpecjaxError("--pool is for --method=ouroboros or lookahead")
+    if method in ("ouroboros", "lookahead"):
+        from configs.phrase_drafting import phrase_drafting
+
+        phrase = phrase_drafting(argv_flags.phrase_preset)
     sampling = SamplingConfig(argv_flags.temperature, argv_flags.top_k, argv_flags.top_p)
     _status(f"loading {argv_flags.model} ...")
     model = load_model(argv_flags.model, argv_flags.dtype)
@@ -87,6 +106,8 @@ def run(argv_flags=FLAGS) -> dict:
         max_ngram=argv_flags.ngram_max,
         num_tokens=argv_flags.ngram_tokens,
         dtype=argv_flags.dtype,
+        phrase=phrase,
+        pool=argv_flags.pool if phrase is not None and os.path.isfile(argv_flags.pool) else None,
     )
     _status(f"generating with {method} (first call compiles) ...")
     result = generate(
@@ -100,7 +121,13 @@ def run(argv_flags=FLAGS) -> dict:
         max_cache_len=argv_flags.max_cache_len,
         drafter=drafter,
         draft_params=draft_params,
+        keep_state=bool(phrase is not None and argv_flags.pool),
     )
+    if phrase is not None and argv_flags.pool:
+        from specjax.drafters import pool_after
+        from specjax.phrase_pool import save_pool
+
+        save_pool(argv_flags.pool, pool_after(result))
     tokens = result.tokens[0]
     return {
         "text": model.tokenizer.decode(tokens, skip_special_tokens=True),

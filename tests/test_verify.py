@@ -127,3 +127,30 @@ def test_greedy_accepts_exactly_the_target_argmax_path():
     assert int(n[0]) == 3
     assert path[0, :3].tolist() == [0, 2, 3]
     assert int(bonus[0]) == int(np.argmax(P[best1]))
+
+
+def test_dedup_merges_repeated_prefixes_so_the_longer_branch_is_reachable():
+    """root -> a -> b (slots 1, 2) and root -> a -> c -> d (slots 3, 4, 5): the second `a` is
+    emptied and c moves under the first, so greedy verification can follow a, c, d."""
+    from specjax.candidates import dedup_prefixes
+
+    a, b, c, d = 7, 8, 9, 10
+    tokens = jnp.asarray([[0, a, b, a, c, d]], jnp.int32)
+    parent = jnp.asarray([[-1, 0, 1, 0, 3, 4]], jnp.int32)
+    merged = dedup_prefixes(tokens, parent)
+    assert merged[0].tolist() == [-1, 0, 1, NO_PARENT, 1, 4]
+    argmax = jnp.asarray([[a, c, 0, 0, d, 11]], jnp.int32)  # the target says a, c, d, then 11
+    path, n, bonus = verify_module.greedy_walk(argmax, tokens, merged, jnp.zeros((1,), jnp.int32))
+    assert int(n[0]) == 4 and path[0, :4].tolist() == [0, 1, 4, 5] and int(bonus[0]) == 11
+    # Without the merge the walk stops after the first a.
+    _, n_raw, _ = verify_module.greedy_walk(argmax, tokens, parent, jnp.zeros((1,), jnp.int32))
+    assert int(n_raw[0]) == 2
+
+
+def test_greedy_walk_can_start_inside_the_block():
+    """Drafters re-feed a few committed tokens before the root: the walk starts at the root."""
+    tokens = jnp.asarray([[3, 4, 5, 6]], jnp.int32)
+    parent = jnp.asarray([[-1, 0, 1, 2]], jnp.int32)
+    argmax = jnp.asarray([[0, 0, 6, 1]], jnp.int32)
+    path, n, bonus = verify_module.greedy_walk(argmax, tokens, parent, jnp.asarray([2]))
+    assert int(n[0]) == 2 and path[0, :2].tolist() == [2, 3] and int(bonus[0]) == 1

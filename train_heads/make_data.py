@@ -4,7 +4,8 @@
       --batch_size=16 --out=data/selfdistill
 
 Rerunning the same command resumes: finished shards are skipped. Prompts come from
-`train_heads.prompts` (CPython's own documentation, disjoint from the benchmarks); a target without
+`train_heads.prompts` (chat-style prompts from this project's word lists and CPython's own
+documentation, both disjoint from the benchmarks); a target without
 a tokenizer (the "tiny-random" test model) gets seeded random token prompts instead.
 Every user mistake is one `error:` line and exit code 2.
 """
@@ -26,6 +27,13 @@ def define_flags() -> None:
     """The CLI's flags (defined only when run as a program, never on import)."""
     flags.DEFINE_string("target", "smollm2", "'smollm2', a GGUF/HF path, or 'tiny-random'.")
     flags.DEFINE_integer("num_prompts", 2000, "Prompts to answer.")
+    flags.DEFINE_enum(
+        "source",
+        "mixed",
+        ["mixed", "chat", "cpython"],
+        "Prompt source (train_heads/prompts.py): chat-style word-list prompts, CPython-doc "
+        "prompts, or both.",
+    )
     flags.DEFINE_integer("max_new_tokens", 256, "Answer length cap (EOS ends earlier).")
     flags.DEFINE_integer("batch_size", 16, "Prompts per generate call.")
     flags.DEFINE_integer("shard_size", 256, "Prompts per shard (the unit of resuming).")
@@ -58,7 +66,7 @@ def run() -> dict:
     if target.tokenizer is None:
         prompts = random_token_prompts(FLAGS.num_prompts, target.config.V, FLAGS.seed)
     else:
-        prompts = build_prompts(FLAGS.num_prompts, FLAGS.seed)
+        prompts = build_prompts(FLAGS.num_prompts, FLAGS.seed, FLAGS.source)
     return make_data(
         target,
         prompts,

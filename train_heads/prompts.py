@@ -150,10 +150,54 @@ def _lower_first(title: str) -> str:
     return title[:1].lower() + title[1:] if title[:2] != title[:2].upper() else title
 
 
-def build_prompts(n: int, seed: int = 0) -> list[str]:
-    """n distinct prompts, the same for the same (n, seed); n beyond the pool is a SpecjaxError."""
-    pool = prompt_pool()
-    if not 1 <= n <= len(pool):
-        raise SpecjaxError(f"num_prompts must be in [1, {len(pool)}] (the prompt pool), got {n}")
-    random.Random(seed).shuffle(pool)
-    return pool[:n]
+SOURCES = ("mixed", "chat", "cpython")
+CHAT_SHARE = 0.7  # of a "mixed" set; the rest are CPython-doc prompts (summaries, code questions)
+TRANSLATION_PROMPTS = 150
+
+
+def source_pool(source: str, seed: int = 0) -> list[str]:
+    """Every prompt of one source, sorted ("mixed" is not a pool: see build_prompts)."""
+    if source == "cpython":
+        return prompt_pool()
+    if source == "chat":
+        from train_heads.chat_prompts import chat_pool, translation_prompts
+
+        sentences = sorted({_first_sentence(p) for p in _all_paragraphs()})
+        random.Random(seed).shuffle(sentences)
+        chat = chat_pool(seed) + translation_prompts(sentences[:TRANSLATION_PROMPTS], seed)
+        return sorted(set(chat))
+    raise SpecjaxError(f"unknown prompt source {source!r}; choose one of {', '.join(SOURCES)}")
+
+
+def _all_paragraphs() -> list[str]:
+    return _documented_names()[2] + _topics()[1]
+
+
+def _first_sentence(paragraph: str) -> str:
+    cut = paragraph.find(". ")
+    return paragraph if cut < 0 else paragraph[: cut + 1]
+
+
+def build_prompts(n: int, seed: int = 0, source: str = "mixed") -> list[str]:
+    """n distinct prompts, the same for the same (n, seed, source); too many is a SpecjaxError.
+
+    "mixed" takes CHAT_SHARE of them from the chat pool and the rest from the CPython-doc pool
+    (the chat pool is the smaller one, so a large n takes all of it and fills up from CPython).
+    """
+    if source not in SOURCES:
+        raise SpecjaxError(f"unknown prompt source {source!r}; choose one of {', '.join(SOURCES)}")
+    names = ("chat", "cpython") if source == "mixed" else (source,)
+    pools = [source_pool(name, seed) for name in names]
+    total = sum(len(p) for p in pools)
+    if not 1 <= n <= total:
+        raise SpecjaxError(f"num_prompts must be in [1, {total}] (the prompt pool), got {n}")
+    rng = random.Random(seed)
+    for pool in pools:
+        rng.shuffle(pool)
+    if len(pools) == 1:
+        return pools[0][:n]
+    chat, cpython = pools
+    n_chat = min(len(chat), max(n - len(cpython), round(n * CHAT_SHARE)))
+    mixed = chat[:n_chat] + cpython[: n - n_chat]
+    rng.shuffle(mixed)
+    return mixed
