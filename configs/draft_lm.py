@@ -46,21 +46,22 @@ class DraftLMTrain(TrainLoop):
             )
 
 
-# The real run for the embedded default, sized for what one 2-core CPU does in about 15 minutes
-# (`make_data --num_prompts=256 --max_new_tokens=160`, then 300 steps of 8 x 384 tokens). On a
-# TPU/GPU raise num_prompts, steps and batch_size: nothing else changes.
+# The real run for the embedded default, sized for what one 2-core CPU does in about half an hour
+# (`make_data --num_prompts=1280 --max_new_tokens=192 --max_prompt_tokens=320`, mixed chat and
+# CPython-doc prompts, then 500 steps of 8 x 384 tokens). On a TPU/GPU raise num_prompts, steps and
+# batch_size: nothing else changes.
 smollm2_draft = DraftLMTrain(
     target="smollm2",
     data_dir="data/selfdistill",
     out_dir="runs/smollm2_draft",
-    steps=300,
+    steps=500,
     batch_size=8,
     seq_len=384,
     lr=5e-4,
-    warmup_steps=20,
-    eval_every=50,
-    save_every=50,
-    eval_examples=32,
+    warmup_steps=25,
+    eval_every=100,
+    save_every=100,
+    eval_examples=64,
     draft_vocab=8192,
 )
 

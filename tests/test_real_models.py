@@ -158,25 +158,53 @@ def test_smollm2_ragged_batch_equals_each_prompt_alone(
     assert _greedy(smollm2, smol_prompt_ids).tokens == smol_alone
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "method,draft",
-    [("sd", "self:20"), ("sd", None), ("ngram", None)],
-    ids=["self20", "shipped", "ngram"],
-)
-def test_smollm2_speculative_greedy_equals_vanilla(
-    smollm2: Model, smol_prompt_ids: list[list[int]], method: str, draft: str | None
-) -> None:
-    """Lossless on the real default model: 3 ragged prompts, 64 tokens, EOS honoured. draft None
-    is the trained draft shipped in models/drafts for this target."""
-    from specjax.drafters import make_drafter
+@pytest.fixture(scope="module")
+def smol_vanilla64(smollm2: Model, smol_prompt_ids: list[list[int]]) -> list[list[int]]:
     from specjax.engine import generate
 
     kw = dict(max_new_tokens=64, eos_ids=smollm2.eos_ids)
-    vanilla = generate(smollm2.config, smollm2.params, smol_prompt_ids, **kw)
-    drafter, dparams = make_drafter(method, smollm2.config, smollm2.params, draft=draft, gamma=4)
-    spec = generate(
-        smollm2.config, smollm2.params, smol_prompt_ids, drafter=drafter, draft_params=dparams, **kw
+    return generate(smollm2.config, smollm2.params, smol_prompt_ids, **kw).tokens
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "method,draft,rows",
+    [
+        ("sd", "self:20", 3),
+        ("sd", None, 3),
+        ("ngram", None, 3),
+        ("ouroboros", None, 3),
+        ("ouroboros", None, 1),
+        ("lookahead", None, 3),
+    ],
+    ids=["self20", "shipped", "ngram", "ouroboros_B3", "ouroboros_B1", "lookahead_B3"],
+)
+def test_smollm2_speculative_greedy_equals_vanilla(
+    smollm2: Model,
+    smol_prompt_ids: list[list[int]],
+    smol_vanilla64: list[list[int]],
+    method: str,
+    draft: str | None,
+    rows: int,
+) -> None:
+    """Lossless on the real default model: ragged prompts, 64 tokens, EOS honoured. draft None
+    is the trained draft shipped in models/drafts for this target."""
+    from configs.phrase_drafting import phrase_drafting
+    from specjax.drafters import make_drafter
+    from specjax.engine import generate
+
+    phrase = phrase_drafting("cpu") if method in ("ouroboros", "lookahead") else None
+    drafter, dparams = make_drafter(
+        method, smollm2.config, smollm2.params, draft=draft, gamma=4, phrase=phrase
     )
-    assert spec.tokens == vanilla.tokens
+    spec = generate(
+        smollm2.config,
+        smollm2.params,
+        smol_prompt_ids[:rows],
+        max_new_tokens=64,
+        eos_ids=smollm2.eos_ids,
+        drafter=drafter,
+        draft_params=dparams,
+    )
+    assert spec.tokens == smol_vanilla64[:rows]
     assert sum(spec.accepted) > 0
