@@ -28,7 +28,6 @@ METHODS = {
     "sd_other_model": ("sd", "other"),
     "sd_self_2": ("sd", "self:2"),
     "ngram": ("ngram", None),
-    "ouroboros_other_model": ("ouroboros", "other"),
     "ouroboros_self_2": ("ouroboros", "self:2"),
     "lookahead": ("lookahead", None),
 }
