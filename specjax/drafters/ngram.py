@@ -82,12 +82,14 @@ class NgramDrafter:
 
     def update(self, params, state: NgramState, verified: Verified) -> NgramState:
         """Appends the root and the accepted drafts (the new root is appended next step)."""
-        B, T = verified.path_tokens.shape
-        a = jnp.arange(T)[None, :]
-        slots = jnp.where(
-            a < verified.n_path[:, None], state.length[:, None] + a, state.history.shape[1]
-        )
-        history = state.history.at[jnp.arange(B)[:, None], slots].set(
-            verified.path_tokens, mode="drop"
-        )
+        history = append_path(state.history, state.length, verified)
         return NgramState(history=history, length=state.length + verified.n_path)
+
+
+def append_path(history_BS, length_B, verified: Verified) -> jax.Array:
+    """history with each row's root and accepted drafts (path_tokens[:n_path]) written at
+    [length, length + n_path); drafters that keep the committed text share it."""
+    B, T = verified.path_tokens.shape
+    a = jnp.arange(T)[None, :]
+    slots = jnp.where(a < verified.n_path[:, None], length_B[:, None] + a, history_BS.shape[1])
+    return history_BS.at[jnp.arange(B)[:, None], slots].set(verified.path_tokens, mode="drop")

@@ -44,6 +44,7 @@ from specjax.drafters.lookahead import (
     pool_for_rows,
     window_step,
 )
+from specjax.drafters.ngram import append_path
 from specjax.phrase_pool import PhrasePool, insert_many, lookup, overwrite, seed_from_tokens
 from specjax.verify import greedy_walk
 
@@ -254,11 +255,7 @@ class OuroborosDrafter:
         rows = jnp.arange(B)
         Tt, M, k_sfx = self.trunk_capacity, self.phrase_len, self.topk_suffixes
         # History: the root and the accepted tokens (the new root is added at the next propose).
-        a = jnp.arange(T)[None, :]
-        slots = jnp.where(
-            a < verified.n_path[:, None], state.length[:, None] + a, state.history.shape[1]
-        )
-        history = state.history.at[rows[:, None], slots].set(verified.path_tokens, mode="drop")
+        history = append_path(state.history, state.length, verified)
         length = state.length + jnp.where(state.active, verified.n_path, 0)
 
         argmax = verified.target_argmax
