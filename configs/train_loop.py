@@ -17,7 +17,8 @@ DTYPES = ("float32", "bfloat16")
 @dataclasses.dataclass(frozen=True)
 class TrainLoop:
     """Attributes:
-    data_dir: where `python -m train_heads.make_data` wrote its shards.
+    data_dir: where `python -m train_heads.make_data` wrote its shards; several directories
+      are comma-separated ("data/a,data/b").
     out_dir: checkpoints/, metrics.jsonl and final/ go here.
     steps: optimizer steps in total (the cosine schedule ends there).
     batch_size, seq_len: examples per step and tokens per example (longer ones are cut).

@@ -103,3 +103,30 @@ def test_manifest_records_target_and_settings(made):
     m = load_manifest(out)
     assert m["target"] == "tiny" and m["target_fingerprint"]["V"] == TINY_TARGET.V
     assert m["settings"]["max_new_tokens"] == 8 and m["seed"] == 0
+
+
+def test_growing_the_data_skips_answered_prompts_and_reads_both_dirs(target, made, tmp_path):
+    out, _ = made
+    more_prompts = [PROMPTS[1], [20, 21, 22], PROMPTS[0], [23, 24]]
+    more = tmp_path / "more"
+    manifest = make_data(
+        target, more_prompts, more, exclude_prompts=data.answered_prompts(out), **SETTINGS
+    )
+    assert manifest["num_prompts"] == 2  # the two prompts `out` already answers are dropped
+    assert data.answered_prompts(f"{out},{more}") == {
+        tuple(p) for p in PROMPTS + [[20, 21, 22], [23, 24]]
+    }
+    both, both_mask = load_dataset(f"{out}, {more}", seq_len=12)
+    first, first_mask = load_dataset(out, seq_len=12)
+    assert both.shape == (5, 12)
+    np.testing.assert_array_equal(both[:3], first)
+    np.testing.assert_array_equal(both_mask[:3], first_mask)
+    assert both[3, :3].tolist() == [20, 21, 22] and both[4, :2].tolist() == [23, 24]
+    with pytest.raises(SpecjaxError, match="already answered"):
+        make_data(
+            target,
+            PROMPTS,
+            tmp_path / "none",
+            exclude_prompts=data.answered_prompts(out),
+            **SETTINGS,
+        )

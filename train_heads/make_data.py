@@ -3,7 +3,9 @@
   python -m train_heads.make_data --target=smollm2 --num_prompts=2000 --max_new_tokens=256 \
       --batch_size=16 --out=data/selfdistill
 
-Rerunning the same command resumes: finished shards are skipped. Prompts come from
+Rerunning the same command resumes: finished shards are skipped. To grow the data, write a new
+directory with `--exclude_data=data/selfdistill` (its prompts are skipped) and train on both
+(`--data_dir=data/selfdistill,data/more`). Prompts come from
 `train_heads.prompts` (chat-style prompts from this project's word lists and CPython's own
 documentation, both disjoint from the benchmarks); a target without
 a tokenizer (the "tiny-random" test model) gets seeded random token prompts instead.
@@ -42,6 +44,12 @@ def define_flags() -> None:
     flags.DEFINE_integer("seed", 0, "Prompt order and sampling seed.")
     flags.DEFINE_string("dtype", "float32", "Target dtype: float32 or bfloat16.")
     flags.DEFINE_string("out", "data/selfdistill", "Output directory.")
+    flags.DEFINE_string(
+        "exclude_data",
+        "",
+        "Comma-separated data directories whose prompts are skipped here (grow the data with a "
+        "new --out without answering a prompt twice).",
+    )
 
 
 RANDOM_PROMPT_LEN = (4, 24)  # token prompts for tokenizer-less targets: lengths in [lo, hi)
@@ -55,7 +63,7 @@ def random_token_prompts(n: int, vocab: int, seed: int) -> list[list[int]]:
 
 
 def run() -> dict:
-    from train_heads.data import make_data
+    from train_heads.data import answered_prompts, make_data
     from train_heads.prompts import build_prompts
     from train_heads.target import load_target
 
@@ -67,6 +75,7 @@ def run() -> dict:
         prompts = random_token_prompts(FLAGS.num_prompts, target.config.V, FLAGS.seed)
     else:
         prompts = build_prompts(FLAGS.num_prompts, FLAGS.seed, FLAGS.source)
+    exclude = answered_prompts(FLAGS.exclude_data) if FLAGS.exclude_data else ()
     return make_data(
         target,
         prompts,
@@ -78,6 +87,7 @@ def run() -> dict:
         seed=FLAGS.seed,
         max_prompt_tokens=FLAGS.max_prompt_tokens,
         chat=target.has_chat_template,
+        exclude_prompts=exclude,
     )
 
 

@@ -333,15 +333,14 @@ def train_draft_lm(
     `target` (a loaded `Model`) skips loading cfg.target (tests pass their tiny model).
     """
     from train_heads import draft_lm
-    from train_heads.data import load_dataset, load_manifest
+    from train_heads.data import data_dirs, load_dataset, load_manifest
     from train_heads.target import check_fingerprint, load_target
 
     cfg.validate()
-    manifest = load_manifest(cfg.data_dir)
+    manifests = {d: load_manifest(d) for d in data_dirs(cfg.data_dir)}
     target = target or load_target(cfg.target, cfg.dtype)
-    check_fingerprint(
-        manifest["target_fingerprint"], target.config, target.params, f"data {cfg.data_dir}"
-    )
+    for d, manifest in manifests.items():
+        check_fingerprint(manifest["target_fingerprint"], target.config, target.params, f"data {d}")
     tokens, mask = load_dataset(cfg.data_dir, cfg.seq_len)
     if tokens.max() >= target.config.V:
         raise SpecjaxError(f"data {cfg.data_dir} has token ids beyond the target's vocabulary")
