@@ -210,3 +210,9 @@ def test_smollm2_speculative_greedy_equals_vanilla(
     )
     assert spec.tokens == [t[:n] for t in smol_vanilla64[:rows]]
     assert sum(spec.accepted) > 0
+    if method == "sd":  # greedy sd's steps follow from the draft's teacher-forced agreement
+        from train_heads.draft_agreement import agreement_mask, greedy_sd_steps
+
+        for row, answer in enumerate(spec.tokens):
+            agree = agreement_mask(drafter.config, dparams, smol_prompt_ids[row], answer)
+            assert spec.target_calls[row] == 1 + greedy_sd_steps(agree, 4)

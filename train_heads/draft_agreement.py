@@ -1,0 +1,163 @@
+"""`python -m train_heads.draft_agreement`: how often a draft's argmax is the target's greedy token
+on benchmark prompts, and the greedy-sd tau that follows, without timing anything.
+
+  python -m train_heads.draft_agreement --draft=runs/smollm2_draft/final --gamma=4 \
+      --categories=writing,roleplay,reasoning,math,coding,extraction,stem,humanities
+
+In greedy sd an accepted draft token equals the target's token, so every drafted token that gets
+judged has the true prefix behind it: the draft's teacher-forced argmax over the target's own
+answer decides each verification. The steps of greedy sd follow from that agreement mask alone
+(`greedy_sd_steps`), so the tau printed here is the one `python -m specjax.bench` measures (up to
+numerically tied logits; a test checks it against the engine). One target generation and one
+draft forward per prompt: minutes where the bench takes tens, which makes it the quick check of a
+freshly trained draft on the prompts it will be judged by. Every user mistake is one `error:` line
+and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections import defaultdict
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from models.config import ModelConfig
+from models.transformer import ModelParams
+from specjax.cli import parse_flags, run_or_fail
+from specjax.errors import SpecjaxError
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The CLI's flags (defined only when run as a program, never on import)."""
+    flags.DEFINE_string("target", "smollm2", "Target: 'smollm2', a GGUF/HF path.")
+    flags.DEFINE_string(
+        "draft", "shipped", "'shipped' (the trained draft for this target), a path, or self:N."
+    )
+    flags.DEFINE_string(
+        "prompts", "specbench", "specbench, humaneval, a .jsonl file, or several, comma-separated."
+    )
+    flags.DEFINE_list("categories", [], "Categories to keep (default: all).")
+    flags.DEFINE_integer("per_category", 2, "Prompts per category.")
+    flags.DEFINE_integer("max_new_tokens", 128, "Target answer length (EOS ends earlier).")
+    flags.DEFINE_integer("gamma", 4, "sd draft length the predicted tau is for.")
+    flags.DEFINE_string("dtype", "float32", "float32 or bfloat16.")
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _draft_argmax(config: ModelConfig, params: ModelParams, tokens_1xS: jax.Array) -> jax.Array:
+    """int32 [1, S]: the draft's greedy next token after each prefix, as a target token id."""
+    from train_heads.draft_lm import next_token_logits
+
+    column_1xS = next_token_logits(config, params, tokens_1xS).argmax(-1)
+    if params.head_token_ids is None:
+        return column_1xS
+    return params.head_token_ids[column_1xS]  # a frequent-token head: column -> target id
+
+
+def agreement_mask(
+    config: ModelConfig, params: ModelParams, prompt: list[int], answer: list[int]
+) -> np.ndarray:
+    """bool [len(answer) - 1]: entry j-1 says the draft, given prompt + answer[:j], picks answer[j].
+
+    answer[0] comes from the target's prefill and is never drafted. The sequence is padded at the
+    end to a power-of-two bucket (causal attention: the padding changes no earlier position) so
+    similar lengths share one compilation.
+    """
+    from specjax.engine import prompt_bucket
+
+    seq = list(prompt) + list(answer)
+    S = prompt_bucket(len(seq))
+    tokens = np.zeros((1, S), np.int32)
+    tokens[0, : len(seq)] = seq
+    guess = np.asarray(_draft_argmax(config, params, tokens))[0]
+    P, n = len(prompt), len(answer)
+    return guess[P : P + n - 1] == np.asarray(answer[1:])
+
+
+def greedy_sd_steps(agree: np.ndarray, gamma: int) -> int:
+    """Verify steps greedy sd takes to produce the answer behind `agree` (prefill not counted).
+
+    A step drafts gamma tokens after the last committed one, accepts the leading run the target
+    agrees with and adds the target's own next token.
+    """
+    n = len(agree) + 1  # answer length; answer[0] comes from the prefill
+    committed, steps = 1, 0
+    while committed < n:
+        run = 0
+        while run < gamma and committed + run < n and agree[committed + run - 1]:
+            run += 1
+        committed = min(n, committed + run + 1)
+        steps += 1
+    return steps
+
+
+def run() -> dict[str, dict[str, float]]:
+    """{category or "all": {prompts, tokens, top1, tau}} for the flags' draft and prompts."""
+    from tqdm import tqdm
+
+    from specjax.drafters import make_drafter
+    from specjax.engine import generate
+    from specjax.prompts import encode_prompt, load_prompts
+    from train_heads.target import load_target
+
+    if FLAGS.gamma < 1:
+        raise SpecjaxError(f"--gamma must be >= 1, got {FLAGS.gamma}")
+    if FLAGS.max_new_tokens < 2:
+        raise SpecjaxError(f"--max_new_tokens must be >= 2, got {FLAGS.max_new_tokens}")
+    items = load_prompts(FLAGS.prompts, FLAGS.categories, FLAGS.per_category)
+    print(f"loading {FLAGS.target} ...", file=sys.stderr, flush=True)
+    target = load_target(FLAGS.target, FLAGS.dtype)
+    if target.tokenizer is None:
+        raise SpecjaxError(f"{FLAGS.target} has no tokenizer to encode text prompts with")
+    spec = None if FLAGS.draft in ("", "shipped") else FLAGS.draft
+    drafter, draft_params = make_drafter(
+        "sd", target.config, target.params, draft=spec, gamma=FLAGS.gamma, dtype=FLAGS.dtype
+    )
+    sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # prompts, tokens, hits, calls
+    for category, text in tqdm(items, desc="agreement", unit="prompt", file=sys.stderr):
+        prompt = encode_prompt(target.tokenizer, text, target.has_chat_template)
+        answer = generate(
+            target.config,
+            target.params,
+            [prompt],
+            max_new_tokens=FLAGS.max_new_tokens,
+            eos_ids=target.eos_ids,
+        ).tokens[0]
+        if len(answer) < 2:
+            continue  # nothing was drafted: EOS right after the prompt
+        agree = agreement_mask(drafter.config, draft_params, prompt, answer)
+        calls = 1 + greedy_sd_steps(agree, FLAGS.gamma)
+        for key in (category, "all"):
+            s = sums[key]
+            s[0], s[1], s[2], s[3] = (
+                s[0] + 1,
+                s[1] + len(answer),
+                s[2] + int(agree.sum()),
+                s[3] + calls,
+            )
+    if not sums:
+        raise SpecjaxError("every answer ended at its first token: nothing to draft")
+    return {
+        k: {"prompts": p, "tokens": t, "top1": h / (t - p), "tau": t / c}
+        for k, (p, t, h, c) in sums.items()
+    }
+
+
+def main(argv: list[str]) -> None:
+    table = run_or_fail(argv, run, "--draft=DIR")
+    print(f"greedy sd, gamma {FLAGS.gamma}, draft {FLAGS.draft}")
+    print("| category | prompts | answer tokens | draft top-1 | predicted tau |")
+    print("|---|---|---|---|---|")
+    for key in [k for k in table if k != "all"] + ["all"]:
+        r = table[key]
+        print(f"| {key} | {r['prompts']} | {r['tokens']} | {r['top1']:.3f} | {r['tau']:.2f} |")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main, flags_parser=parse_flags)
