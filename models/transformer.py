@@ -21,7 +21,7 @@ import numpy as np
 from flax import struct
 
 from models.config import ModelConfig
-from specjax.cache import KVCache
+from specjax.cache import KVCache, init_cache
 
 
 @struct.dataclass
@@ -214,6 +214,21 @@ def forward(
         config, params, tokens_BT, positions_BT, cache, attn_mask_BTT
     )
     return lm_logits(params, hidden), hidden, cache.append(k_new, v_new)
+
+
+def sequence_hidden(config: ModelConfig, params: ModelParams, tokens_BxS: jax.Array) -> jax.Array:
+    """hidden_BxSxD (after the final norm) of a causal forward over whole sequences, no cache kept.
+
+    Training and teacher-forced evaluation read every position of known sequences at once.
+    """
+    B, S = tokens_BxS.shape
+    # A 1-slot cache of length 0: the forward attends only among the S tokens.
+    cache = init_cache(config.L, B, config.K, 1, config.H, params.dtype)
+    positions_BxS = jnp.broadcast_to(jnp.arange(S, dtype=jnp.int32), (B, S))
+    hidden_BxSxD, _, _ = hidden_states(
+        config, params, tokens_BxS, positions_BxS, cache, causal_mask(B, S)
+    )
+    return hidden_BxSxD
 
 
 def causal_mask(B: int, T: int) -> jax.Array:

@@ -11,11 +11,12 @@ import pytest
 
 from configs.draft_lm import TINY_TARGET
 from models.loading import Model
-from models.transformer import init_params
+from models.transformer import causal_mask, forward, init_params
+from specjax.cache import init_cache
 from specjax.engine import generate
 from specjax.errors import SpecjaxError
 from train_heads import data
-from train_heads.data import load_dataset, load_manifest, make_data, shard_name
+from train_heads.data import load_dataset, load_manifest, make_data, read_shard, shard_name
 
 PROMPTS = [[5, 6, 7, 8], [9, 10], [11, 12, 13, 14, 15, 16]]
 SETTINGS = dict(max_new_tokens=8, batch_size=2, shard_size=2, progress=False)
@@ -130,3 +131,44 @@ def test_growing_the_data_skips_answered_prompts_and_reads_both_dirs(target, mad
             exclude_prompts=data.answered_prompts(out),
             **SETTINGS,
         )
+
+
+def test_recorded_features_are_the_targets_outputs_at_every_position(target, made, tmp_path):
+    """hidden / top-k come from a whole-sequence pass; the engine's cached forward must agree,
+    and on greedy answers the recorded best token is the next token."""
+    out = tmp_path / "features"
+    manifest = make_data(target, PROMPTS, out, hidden=True, topk=3, **SETTINGS)
+    assert manifest["settings"]["hidden"] and manifest["settings"]["topk"] == 3
+    c = target.config
+    for entry in manifest["shards"]:
+        arrays = read_shard(out / entry["file"])
+        assert arrays["hidden"].dtype == np.float16 and arrays["hidden"].shape[1] == c.D
+        assert arrays["topk_ids"].shape == (len(arrays["tokens"]), 3)
+        off, plen = arrays["offsets"], arrays["prompt_len"]
+        for k in range(len(plen)):
+            seq = arrays["tokens"][off[k] : off[k + 1]]
+            S = len(seq)
+            cache = init_cache(c.L, 1, c.K, S, c.H, target.params.dtype)
+            logits, hidden, _ = forward(
+                c, target.params, seq[None], np.arange(S)[None], cache, causal_mask(1, S)
+            )
+            rows = slice(off[k], off[k + 1])
+            np.testing.assert_allclose(arrays["hidden"][rows], hidden[0], atol=2e-3, rtol=2e-3)
+            np.testing.assert_allclose(
+                arrays["topk_logits"][rows],
+                np.take_along_axis(logits[0], arrays["topk_ids"][rows], axis=1),
+                atol=1e-4,
+            )
+            assert (np.diff(arrays["topk_logits"][rows], axis=1) <= 0).all()  # best first
+            answer_rows = arrays["topk_ids"][rows][plen[k] - 1 : S - 1, 0]
+            assert answer_rows.tolist() == seq[plen[k] :].tolist()
+    # features ride along the tokens: the training view of the data is unchanged
+    np.testing.assert_array_equal(load_dataset(out)[0], load_dataset(made[0])[0])
+
+
+def test_feature_settings_are_part_of_resuming(target, made):
+    out, _ = made
+    with pytest.raises(SpecjaxError, match="other settings"):
+        make_data(target, PROMPTS, out, hidden=True, **SETTINGS)
+    with pytest.raises(SpecjaxError, match="topk must be in"):
+        make_data(target, PROMPTS, out, topk=-1, **SETTINGS)

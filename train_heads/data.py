@@ -10,6 +10,12 @@ On disk (`out_dir/`):
   shard_00000.npz ...  numpy arrays, never pickles: `tokens` int32 [sum of lengths] (prompt then
                        answer, per example, concatenated), `offsets` int64 [n+1], `prompt_len`
                        int32 [n], `prompt_index` int32 [n] (position in the prompt list).
+                       With `hidden` / `topk`, the target's teacher-forced outputs at every
+                       position of those sequences, aligned with `tokens` (row t is the target
+                       after reading tokens[: t+1]): `hidden` float16 [sum, D] (after the final
+                       norm, what Medusa/ReDrafter-style heads read) and `topk_ids` int32 /
+                       `topk_logits` float32 [sum, k] (its k best next tokens, for KL-style
+                       distillation). Off by default: hidden states are 2 x D bytes per token.
   manifest.json        the target and its fingerprint, the settings, and the finished shards.
 Each shard and the manifest are written to a temporary name and renamed, so an interrupted run
 leaves only whole shards; rerunning with the same settings skips the shards the manifest lists.
@@ -19,6 +25,7 @@ directory, made with `exclude_prompts` so no prompt is answered twice.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -26,12 +33,15 @@ import zipfile
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
+import jax
 import numpy as np
 from absl import logging
 from tqdm import tqdm
 
+from models.config import ModelConfig
 from models.loading import Model
-from specjax.engine import generate
+from models.transformer import ModelParams, lm_logits, sequence_hidden
+from specjax.engine import generate, prompt_bucket
 from specjax.errors import SpecjaxError
 from specjax.prompts import encode_prompt
 from specjax.sampling import SamplingConfig
@@ -40,6 +50,8 @@ from train_heads.target import target_fingerprint
 MANIFEST = "manifest.json"
 FORMAT = "specjax-selfdistill-v1"
 PAD_TOKEN = 0  # fills tokens past each example's end; its loss mask is False
+SHARD_ARRAYS = ("tokens", "offsets", "prompt_len", "prompt_index")
+FEATURE_ARRAYS = ("hidden", "topk_ids", "topk_logits")  # optional, one row per token
 
 
 def shard_name(i: int) -> str:
@@ -125,6 +137,8 @@ def make_data(
     max_prompt_tokens: int = 512,
     chat: bool = True,
     exclude_prompts: Collection[tuple[int, ...]] = (),
+    hidden: bool = False,
+    topk: int = 0,
     progress: bool = True,
 ) -> dict:
     """Generates the target's answers to `prompts` into shards; returns the final manifest.
@@ -133,11 +147,15 @@ def make_data(
     lists used as they are (tests, tokenizer-less targets). Prompts longer than
     `max_prompt_tokens` are skipped. Shard i holds prompts [i*shard_size, (i+1)*shard_size).
     Prompts whose ids are in `exclude_prompts` (see `answered_prompts`) are dropped first.
+    `hidden` and `topk` > 0 also record the target's final hidden states and its top-k next-token
+    logits at every position (see the module docstring).
     """
     if max_new_tokens < 1 or batch_size < 1 or shard_size < 1 or max_prompt_tokens < 1:
         raise SpecjaxError(
             "max_new_tokens, batch_size, shard_size and max_prompt_tokens must be >= 1"
         )
+    if topk < 0 or topk > target.config.V:
+        raise SpecjaxError(f"topk must be in [0, {target.config.V}], got {topk}")
     if temperature < 0:
         raise SpecjaxError(f"temperature must be >= 0, got {temperature}")
     if not prompts:
@@ -162,6 +180,10 @@ def make_data(
         "max_prompt_tokens": max_prompt_tokens,
         "chat": bool(chat and isinstance(prompts[0], str)),
     }
+    if hidden:  # recorded only when asked, so older manifests still resume
+        settings["hidden"] = True
+    if topk:
+        settings["topk"] = topk
     manifest = {
         "format": FORMAT,
         "target": target.source,
@@ -259,6 +281,10 @@ def _make_shard(target, prompt_ids, lo, hi, path, sampling, settings, bar) -> di
         "prompt_len": np.asarray(prompt_len, np.int32),
         "prompt_index": np.asarray(keep, np.int32),
     }
+    if settings.get("hidden") or settings.get("topk"):
+        arrays |= _target_features(
+            target, seqs, settings.get("hidden", False), settings.get("topk", 0)
+        )
     _write_atomic(path, lambda f: np.savez(f, **arrays))
     n_tokens = int(lengths.sum())
     return {
@@ -270,16 +296,50 @@ def _make_shard(target, prompt_ids, lo, hi, path, sampling, settings, bar) -> di
     }
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _teacher_forced(config: ModelConfig, params: ModelParams, tokens_1xS: jax.Array, topk: int):
+    """(hidden_1xSxD, top-k logits and ids [1, S, k] or None when k is 0) over one sequence."""
+    hidden = sequence_hidden(config, params, tokens_1xS)
+    if not topk:
+        return hidden, None, None
+    values, ids = jax.lax.top_k(lm_logits(params, hidden), topk)
+    return hidden, values, ids
+
+
+def _target_features(target: Model, seqs: list[list[int]], hidden: bool, topk: int) -> dict:
+    """The FEATURE_ARRAYS asked for, rows aligned with the shard's concatenated tokens.
+
+    One sequence at a time, padded at the end to a power-of-two bucket (causal attention: padding
+    changes no earlier row) so similar lengths share one compilation.
+    """
+    parts: dict[str, list[np.ndarray]] = {"hidden": [], "topk_ids": [], "topk_logits": []}
+    for seq in seqs:
+        n = len(seq)
+        tokens = np.full((1, prompt_bucket(n)), PAD_TOKEN, np.int32)
+        tokens[0, :n] = seq
+        h, values, ids = _teacher_forced(target.config, target.params, tokens, topk)
+        parts["hidden"].append(np.asarray(h[0, :n], np.float16))
+        if topk:
+            parts["topk_logits"].append(np.asarray(values[0, :n], np.float32))
+            parts["topk_ids"].append(np.asarray(ids[0, :n], np.int32))
+    kept = (["hidden"] if hidden else []) + (["topk_ids", "topk_logits"] if topk else [])
+    return {k: np.concatenate(parts[k]) for k in kept}
+
+
 def read_shard(path: str | Path) -> dict[str, np.ndarray]:
-    """One shard's arrays (no pickles); a missing or damaged file is one SpecjaxError line."""
+    """One shard's arrays (no pickles), the recorded FEATURE_ARRAYS among them; a missing or
+    damaged file is one SpecjaxError line."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in ("tokens", "offsets", "prompt_len", "prompt_index")}
+            names = list(SHARD_ARRAYS) + [k for k in FEATURE_ARRAYS if k in f.files]
+            arrays = {k: f[k] for k in names}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise SpecjaxError(f"corrupt or missing data shard {path}: {e}") from None
     n = len(arrays["prompt_len"])
     if len(arrays["offsets"]) != n + 1 or arrays["offsets"][-1] != len(arrays["tokens"]):
         raise SpecjaxError(f"corrupt data shard {path}: offsets do not match the tokens")
+    if any(len(arrays[k]) != len(arrays["tokens"]) for k in FEATURE_ARRAYS if k in arrays):
+        raise SpecjaxError(f"corrupt data shard {path}: target features do not match the tokens")
     return arrays
 
 

@@ -38,8 +38,7 @@ from flax import struct
 
 from models.config import ModelConfig, RopeScaling
 from models.loading import Model
-from models.transformer import LayerParams, ModelParams, hidden_states, init_params, lm_logits
-from specjax.cache import init_cache
+from models.transformer import LayerParams, ModelParams, init_params, lm_logits, sequence_hidden
 from specjax.errors import SpecjaxError
 from train_heads.target import check_fingerprint, target_fingerprint
 
@@ -149,15 +148,7 @@ def cast(own: Trainable, dtype) -> Trainable:
 
 def next_token_logits(config: ModelConfig, params: ModelParams, tokens_BxS: jax.Array) -> jax.Array:
     """float32 logits_BxSxV of a causal forward over whole sequences (no cache kept)."""
-    B, S = tokens_BxS.shape
-    # A 1-slot cache of length 0: the forward attends only among the S tokens.
-    cache = init_cache(config.L, B, config.K, 1, config.H, params.dtype)
-    positions_BxS = jnp.broadcast_to(jnp.arange(S, dtype=jnp.int32), (B, S))
-    causal_BxSxS = jnp.broadcast_to(jnp.tril(jnp.ones((S, S), bool)), (B, S, S))
-    hidden_BxSxD, _, _ = hidden_states(
-        config, params, tokens_BxS, positions_BxS, cache, causal_BxSxS
-    )
-    return lm_logits(params, hidden_BxSxD)
+    return lm_logits(params, sequence_hidden(config, params, tokens_BxS))
 
 
 def make_loss(config: ModelConfig):

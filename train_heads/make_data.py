@@ -44,6 +44,12 @@ def define_flags() -> None:
     flags.DEFINE_integer("seed", 0, "Prompt order and sampling seed.")
     flags.DEFINE_string("dtype", "float32", "Target dtype: float32 or bfloat16.")
     flags.DEFINE_string("out", "data/selfdistill", "Output directory.")
+    flags.DEFINE_bool(
+        "hidden",
+        False,
+        "Also record the target's final hidden states (float16, 2 x D bytes/token).",
+    )
+    flags.DEFINE_integer("topk", 0, "Also record the target's k best next-token logits (0: off).")
     flags.DEFINE_string(
         "exclude_data",
         "",
@@ -69,6 +75,8 @@ def run() -> dict:
 
     if FLAGS.num_prompts < 1:
         raise SpecjaxError(f"--num_prompts must be >= 1, got {FLAGS.num_prompts}")
+    if FLAGS.topk < 0:
+        raise SpecjaxError(f"--topk must be >= 0, got {FLAGS.topk}")
     print(f"loading {FLAGS.target} ...", file=sys.stderr, flush=True)
     target = load_target(FLAGS.target, FLAGS.dtype)
     if target.tokenizer is None:
@@ -88,6 +96,8 @@ def run() -> dict:
         max_prompt_tokens=FLAGS.max_prompt_tokens,
         chat=target.has_chat_template,
         exclude_prompts=exclude,
+        hidden=FLAGS.hidden,
+        topk=FLAGS.topk,
     )
 
 
