@@ -46,15 +46,16 @@ class DraftLMTrain(TrainLoop):
             )
 
 
-# The real run for the embedded default, sized for what one 2-core CPU does in about half an hour
-# (`make_data --num_prompts=1280 --max_new_tokens=192 --max_prompt_tokens=320`, mixed chat and
-# CPython-doc prompts, then 500 steps of 8 x 384 tokens). On a TPU/GPU raise num_prompts, steps and
-# batch_size: nothing else changes.
+# The real run for the embedded default, sized for one 2-core CPU: `make_data --source=chat
+# --num_prompts=1305 --max_new_tokens=192 --batch_size=32 --shard_size=128 --max_prompt_tokens=320
+# --out=data/selfdistill_chat` (every chat-style prompt of the pool, about 45 minutes), then 700
+# steps of 8 x 384 tokens (about 31 minutes). On a TPU/GPU raise num_prompts (mixed source), steps
+# and batch_size: nothing else changes.
 smollm2_draft = DraftLMTrain(
     target="smollm2",
-    data_dir="data/selfdistill",
+    data_dir="data/selfdistill_chat",
     out_dir="runs/smollm2_draft",
-    steps=500,
+    steps=700,
     batch_size=8,
     seq_len=384,
     lr=5e-4,
