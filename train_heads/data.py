@@ -318,12 +318,12 @@ def _target_features(target: Model, seqs: list[list[int]], hidden: bool, topk: i
         tokens = np.full((1, prompt_bucket(n)), PAD_TOKEN, np.int32)
         tokens[0, :n] = seq
         h, values, ids = _teacher_forced(target.config, target.params, tokens, topk)
-        parts["hidden"].append(np.asarray(h[0, :n], np.float16))
+        if hidden:
+            parts["hidden"].append(np.asarray(h[0, :n], np.float16))
         if topk:
             parts["topk_logits"].append(np.asarray(values[0, :n], np.float32))
             parts["topk_ids"].append(np.asarray(ids[0, :n], np.int32))
-    kept = (["hidden"] if hidden else []) + (["topk_ids", "topk_logits"] if topk else [])
-    return {k: np.concatenate(parts[k]) for k in kept}
+    return {k: np.concatenate(v) for k, v in parts.items() if v}
 
 
 def read_shard(path: str | Path) -> dict[str, np.ndarray]:

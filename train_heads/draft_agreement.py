@@ -118,7 +118,8 @@ def run() -> dict[str, dict[str, float]]:
     drafter, draft_params = make_drafter(
         "sd", target.config, target.params, draft=spec, gamma=FLAGS.gamma, dtype=FLAGS.dtype
     )
-    sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # prompts, tokens, hits, calls
+    # per category and "all": prompts, answer tokens, drafts the target agrees with, target calls
+    sums: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(4, np.int64))
     for category, text in tqdm(items, desc="agreement", unit="prompt", file=sys.stderr):
         prompt = encode_prompt(target.tokenizer, text, target.has_chat_template)
         answer = generate(
@@ -128,22 +129,14 @@ def run() -> dict[str, dict[str, float]]:
             max_new_tokens=FLAGS.max_new_tokens,
             eos_ids=target.eos_ids,
         ).tokens[0]
-        if len(answer) < 2:
-            continue  # nothing was drafted: EOS right after the prompt
         agree = agreement_mask(drafter.config, draft_params, prompt, answer)
-        calls = 1 + greedy_sd_steps(agree, FLAGS.gamma)
-        for key in (category, "all"):
-            s = sums[key]
-            s[0], s[1], s[2], s[3] = (
-                s[0] + 1,
-                s[1] + len(answer),
-                s[2] + int(agree.sum()),
-                s[3] + calls,
-            )
-    if not sums:
+        row = np.array([1, len(answer), agree.sum(), 1 + greedy_sd_steps(agree, FLAGS.gamma)])
+        sums[category] += row
+        sums["all"] += row
+    if sums["all"][1] == sums["all"][0]:
         raise SpecjaxError("every answer ended at its first token: nothing to draft")
     return {
-        k: {"prompts": p, "tokens": t, "top1": h / (t - p), "tau": t / c}
+        k: {"prompts": int(p), "tokens": int(t), "top1": h / max(t - p, 1), "tau": t / c}
         for k, (p, t, h, c) in sums.items()
     }
 
