@@ -75,6 +75,18 @@ class ModelConfig:
         pos = self.max_positions * self.D if self.is_gpt2 else 0
         return self.L * per_layer + self.V * self.D + head + pos + 2 * self.D
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able fields (for saved drafts and the weights cache); `from_dict` inverts it."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        d = dict(d)
+        if d.get("rope_scaling") is not None:
+            d["rope_scaling"] = RopeScaling(**d["rope_scaling"])
+        d["eos_token_ids"] = tuple(d.get("eos_token_ids", ()))
+        return cls(**d)
+
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> ModelConfig:
         """Parses a config.json dict; an unknown architecture is a one-line SpecjaxError."""

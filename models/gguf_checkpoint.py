@@ -20,21 +20,14 @@ transformers' own GGUF loader does too.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from models.llama2c import interleaved_to_half_rotary
 from specjax.errors import SpecjaxError
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "gpt2")
@@ -70,14 +63,15 @@ _GPT2_LAYER_NAMES = {
 _GPT2_TRANSPOSED = ("attn_qkv", "attn_output", "ffn_up", "ffn_down")
 
 
-def read_gguf(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
+def read_gguf(path: str | Path, reader=None) -> tuple[dict, dict[str, np.ndarray]]:
     """Reads a GGUF file into (config.json-style dict, {HF parameter name: float32 array}).
 
     Supports the GGUF architectures `llama` (Llama 2/3, Mistral, SmolLM2), `qwen2` and `gpt2`;
-    anything else, and any malformed file, is a one-line SpecjaxError.
+    anything else, and any malformed file, is a one-line SpecjaxError. `reader` is the file's
+    `open_gguf` reader when the caller already has one (parsing the metadata takes seconds).
     """
     path = Path(path)
-    reader = _open_reader(path)
+    reader = open_gguf(path) if reader is None else reader
     meta = _metadata(reader)
     arch = meta.get("general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
@@ -103,59 +97,24 @@ def read_gguf(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
             f"{path}: unsupported tensor {unused[0]!r} in a {arch} GGUF "
             f"({len(unused)} unexpected tensor(s))"
         )
-    del reader  # closes the memmap: every returned array is a copy
-    return config, tensors
+    return config, tensors  # every array is a copy: the reader's memmap may close
 
 
-def load_gguf_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    """The HF tokenizer (chat template included) embedded in a GGUF file, cached on disk.
+def tokenizer_fields(reader) -> dict[str, Any]:
+    """The `tokenizer.*` metadata of an `open_gguf` reader, arrays in full (token lists too)."""
+    return {k: f.contents() for k, f in reader.fields.items() if k.startswith("tokenizer.")}
 
-    transformers' GGUF tokenizer conversion takes seconds (it rebuilds the BPE from the token and
-    merge lists), so the converted tokenizer is saved once under
-    `$SPECJAX_CACHE/tokenizers/<name>-<key>` (default `~/.cache/specjax`), keyed by the file's
-    path, size and mtime and the transformers version, and loaded from there afterwards.
-    """
-    import transformers
-    from transformers import AutoTokenizer
+
+def open_gguf(path: str | Path):
+    """A `gguf.GGUFReader` over the file; a missing, foreign or damaged file is one SpecjaxError."""
+    from gguf import GGUFReader
 
     path = Path(path)
-    _check_magic(path)
-    st = path.stat()
-    ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{transformers.__version__}"
-    key = hashlib.sha256(ident.encode()).hexdigest()[:16]
-    cached = cache_root() / "tokenizers" / f"{path.stem}-{key}"
-    if (cached / "tokenizer_config.json").is_file():
-        try:
-            return AutoTokenizer.from_pretrained(cached)
-        except Exception:  # a damaged cache entry: rebuild it below
-            shutil.rmtree(cached, ignore_errors=True)
+    check_magic(path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    except Exception as e:
-        raise SpecjaxError(
-            f"{path}: cannot build the tokenizer from this GGUF ({_one_line(e)})"
-        ) from None
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=cached.parent, prefix=f".{cached.name}.tmp-"))
-        try:
-            tokenizer.save_pretrained(tmp)
-            os.replace(tmp, cached)  # atomic; fails if a concurrent writer got there first
-        except OSError:
-            if not (cached / "tokenizer_config.json").is_file():
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        # Return what later calls will return, so the first call behaves like every other one.
-        return AutoTokenizer.from_pretrained(cached)
-    except OSError:  # an unwritable cache only costs time
-        return tokenizer
-
-
-def cache_root() -> Path:
-    """specjax's cache directory: `$SPECJAX_CACHE`, else `~/.cache/specjax`."""
-    env = os.environ.get("SPECJAX_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "specjax"
+        return GGUFReader(path)
+    except Exception as e:  # GGUFReader signals a short or damaged file with assorted errors
+        raise SpecjaxError(f"{path}: corrupt or truncated GGUF file ({_one_line(e)})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,7 +126,8 @@ def _one_line(e: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _check_magic(path: Path) -> None:
+def check_magic(path: Path) -> None:
+    """A one-line SpecjaxError unless `path` is a file that starts like a GGUF file."""
     if not path.exists():
         raise SpecjaxError(f"{path}: no such GGUF file")
     if not path.is_file():
@@ -176,16 +136,6 @@ def _check_magic(path: Path) -> None:
         magic = f.read(4)
     if magic != GGUF_MAGIC:
         raise SpecjaxError(f"{path}: not a GGUF file (magic {magic!r}, expected {GGUF_MAGIC!r})")
-
-
-def _open_reader(path: Path):
-    from gguf import GGUFReader
-
-    _check_magic(path)
-    try:
-        return GGUFReader(path)
-    except Exception as e:  # GGUFReader signals a short or damaged file with assorted errors
-        raise SpecjaxError(f"{path}: corrupt or truncated GGUF file ({_one_line(e)})") from None
 
 
 def _metadata(reader) -> dict[str, Any]:

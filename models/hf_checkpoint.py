@@ -62,23 +62,41 @@ def _read_safetensors(file: Path) -> dict[str, np.ndarray]:
         raise SpecjaxError(f"corrupt or truncated safetensors file {file}: {e}") from None
 
 
-def _stack(
-    tensors: Mapping[str, np.ndarray], names: list[str], shape: tuple[int, ...]
+def _checked(tensors: Mapping[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
+    if name not in tensors:
+        raise SpecjaxError(f"checkpoint lacks tensor {name}")
+    t = tensors[name]
+    if tuple(t.shape) != shape:
+        raise SpecjaxError(f"tensor {name} has shape {tuple(t.shape)}, config says {shape}")
+    return t
+
+
+def _layers(
+    tensors: Mapping[str, np.ndarray],
+    prefixes: list[str],
+    parts: list[tuple[str, tuple[int, ...]]],
+    transpose: bool = False,
 ) -> np.ndarray:
-    """Stacks one named tensor per layer, checking every shape against the config."""
-    out = []
-    for n in names:
-        if n not in tensors:
-            raise SpecjaxError(f"checkpoint lacks tensor {n}")
-        t = tensors[n]
-        if tuple(t.shape) != shape:
-            raise SpecjaxError(f"tensor {n} has shape {tuple(t.shape)}, config says {shape}")
-        out.append(t)
-    return np.stack(out)
+    """[L, ...]: each layer's `parts` joined along their first axis, optionally transposed.
 
-
-def _get(tensors: Mapping[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
-    return _stack(tensors, [name], shape)[0]
+    Written straight into one array: stacking, concatenating and transposing separately copied
+    the weights three times, which was most of a load (fresh host memory is slow to touch).
+    """
+    rows = sum(shape[0] for _, shape in parts)
+    inner = parts[0][1][1:]
+    first = _checked(tensors, prefixes[0] + parts[0][0], parts[0][1])
+    shape = (len(prefixes), *inner, rows) if transpose else (len(prefixes), rows, *inner)
+    out = np.empty(shape, dtype=first.dtype)
+    for i, prefix in enumerate(prefixes):
+        r = 0
+        for suffix, part_shape in parts:
+            t = _checked(tensors, prefix + suffix, part_shape)
+            if transpose:
+                out[i, ..., r : r + part_shape[0]] = t.T
+            else:
+                out[i, r : r + part_shape[0]] = t
+            r += part_shape[0]
+    return out
 
 
 def params_from_hf(
@@ -91,42 +109,34 @@ def params_from_hf(
     D, F, Q, K, H = c.D, c.F, c.Q, c.K, c.H
     pre = [f"model.layers.{i}." for i in range(c.L)]
 
-    def per_layer(suffix, shape):
-        return _stack(tensors, [p + suffix for p in pre], shape)
+    def per_layer(*parts, transpose=False):
+        return _layers(tensors, pre, list(parts), transpose)
 
-    wq = per_layer("self_attn.q_proj.weight", (Q * H, D))
-    wk = per_layer("self_attn.k_proj.weight", (K * H, D))
-    wv = per_layer("self_attn.v_proj.weight", (K * H, D))
-    wqkv = np.concatenate([wq, wk, wv], axis=1).transpose(0, 2, 1)  # [L, D, (Q+2K)H]
+    qkv = ("q", Q * H), ("k", K * H), ("v", K * H)
     bqkv = None
     if c.qkv_bias:
-        bqkv = np.concatenate(
-            [
-                per_layer("self_attn.q_proj.bias", (Q * H,)),
-                per_layer("self_attn.k_proj.bias", (K * H,)),
-                per_layer("self_attn.v_proj.bias", (K * H,)),
-            ],
-            axis=1,
-        )
-    gate = per_layer("mlp.gate_proj.weight", (F, D))
-    up = per_layer("mlp.up_proj.weight", (F, D))
+        bqkv = per_layer(*[(f"self_attn.{x}_proj.bias", (n,)) for x, n in qkv])
     layers = LayerParams(
-        attn_norm=per_layer("input_layernorm.weight", (D,)),
-        wqkv=wqkv,
+        attn_norm=per_layer(("input_layernorm.weight", (D,))),
+        wqkv=per_layer(  # [L, D, (Q+2K)H]
+            *[(f"self_attn.{x}_proj.weight", (n, D)) for x, n in qkv], transpose=True
+        ),
         bqkv=bqkv,
-        wo=per_layer("self_attn.o_proj.weight", (D, Q * H)).transpose(0, 2, 1),
-        mlp_norm=per_layer("post_attention_layernorm.weight", (D,)),
-        w_in=np.concatenate([gate, up], axis=1).transpose(0, 2, 1),  # [L, D, 2F]
-        w_out=per_layer("mlp.down_proj.weight", (D, F)).transpose(0, 2, 1),  # [L, F, D]
+        wo=per_layer(("self_attn.o_proj.weight", (D, Q * H)), transpose=True),
+        mlp_norm=per_layer(("post_attention_layernorm.weight", (D,))),
+        w_in=per_layer(  # [L, D, 2F]: gate | up
+            ("mlp.gate_proj.weight", (F, D)), ("mlp.up_proj.weight", (F, D)), transpose=True
+        ),
+        w_out=per_layer(("mlp.down_proj.weight", (D, F)), transpose=True),  # [L, F, D]
     )
-    embed = _get(tensors, "model.embed_tokens.weight", (c.V, D))
+    embed = _checked(tensors, "model.embed_tokens.weight", (c.V, D))
     lm_head = None
     if not c.tie_word_embeddings:
-        lm_head = _get(tensors, "lm_head.weight", (c.V, D)).T
+        lm_head = _checked(tensors, "lm_head.weight", (c.V, D)).T
     params = ModelParams(
         embed=embed,
         layers=layers,
-        final_norm=_get(tensors, "model.norm.weight", (D,)),
+        final_norm=_checked(tensors, "model.norm.weight", (D,)),
         lm_head=lm_head,
     )
     return _to_jax(params, dtype)
@@ -138,7 +148,7 @@ def _gpt2_params(c: ModelConfig, tensors: Mapping[str, np.ndarray], dtype) -> Mo
     pre = [f"h.{i}." for i in range(c.L)]
 
     def per_layer(suffix, shape):
-        return _stack(tensors, [p + suffix for p in pre], shape)
+        return _layers(tensors, pre, [(suffix, shape)])
 
     layers = LayerParams(
         attn_norm=per_layer("ln_1.weight", (D,)),
@@ -155,11 +165,11 @@ def _gpt2_params(c: ModelConfig, tensors: Mapping[str, np.ndarray], dtype) -> Mo
         b_out=per_layer("mlp.c_proj.bias", (D,)),
     )
     params = ModelParams(
-        embed=_get(tensors, "wte.weight", (c.V, D)),
-        pos_embed=_get(tensors, "wpe.weight", (c.max_positions, D)),
+        embed=_checked(tensors, "wte.weight", (c.V, D)),
+        pos_embed=_checked(tensors, "wpe.weight", (c.max_positions, D)),
         layers=layers,
-        final_norm=_get(tensors, "ln_f.weight", (D,)),
-        final_norm_bias=_get(tensors, "ln_f.bias", (D,)),
+        final_norm=_checked(tensors, "ln_f.weight", (D,)),
+        final_norm_bias=_checked(tensors, "ln_f.bias", (D,)),
     )
     return _to_jax(params, dtype)
 

@@ -32,6 +32,7 @@ from safetensors.numpy import save_file
 from tokenizers import AddedToken, Tokenizer, decoders, normalizers, processors
 from tokenizers.models import BPE
 
+from models.bpe_merges import merges_by_score
 from specjax.errors import SpecjaxError
 
 FLAGS = flags.FLAGS
@@ -315,24 +316,16 @@ def _hf_piece(token_id: int, piece: bytes) -> str:
 def build_tokenizer(pieces: list[tuple[bytes, float]]) -> Tokenizer:
     """An HF `tokenizers` BPE tokenizer that encodes and decodes exactly like llama2.c.
 
-    llama2.c merges, repeatedly, the adjacent pair whose concatenation is the vocab piece with the
-    best score (leftmost on ties). HF BPE merges the lowest-rank listed pair (leftmost on ties), so
-    every split of every mergeable piece into two vocab pieces becomes a merge, ranked by the
-    merged piece's score, best first.
+    llama2.c merges by the merged piece's score, which `merges_by_score` turns into BPE ranks.
     """
     vocab = {_hf_piece(i, p): i for i, (p, _) in enumerate(pieces)}
     if len(vocab) != len(pieces):
         raise SpecjaxError("tokenizer has duplicate pieces; cannot build a BPE vocab")
     first_normal = FIRST_BYTE_ID + NUM_BYTE_TOKENS
-    ranked: list[tuple[float, int, int, tuple[str, str]]] = []
-    for token, token_id in vocab.items():
-        if token_id < first_normal:
-            continue  # <unk>, <s>, </s> and byte pieces are never the result of a merge
-        for k in range(1, len(token)):
-            left, right = token[:k], token[k:]
-            if vocab.get(left, -1) >= first_normal and vocab.get(right, -1) >= first_normal:
-                ranked.append((-pieces[token_id][1], token_id, k, (left, right)))
-    merges = [pair for *_, pair in sorted(ranked)]
+    # <unk>, <s>, </s> and byte pieces are never merge results or parts.
+    merges = merges_by_score(
+        list(vocab), [score for _, score in pieces], [i >= first_normal for i in vocab.values()]
+    )
 
     tok = Tokenizer(BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True))
     tok.normalizer = normalizers.Sequence(

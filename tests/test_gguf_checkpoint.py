@@ -1,12 +1,11 @@
 """GGUF reading: tiny synthetic round trips (fast), the embedded SmolLM2 against transformers' own
-GGUF loader (slow), malformed files, and the on-disk tokenizer cache."""
+GGUF loader (slow), and malformed files. The tokenizer is tests/test_gguf_tokenizer.py's."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
 import math
-import time
 from pathlib import Path
 
 import gguf
@@ -15,7 +14,7 @@ import pytest
 
 from models import embedded
 from models.config import ModelConfig
-from models.gguf_checkpoint import load_gguf_tokenizer, read_gguf
+from models.gguf_checkpoint import read_gguf
 from specjax.errors import SpecjaxError
 
 # ---------------------------------------------------------------------------------------------
@@ -484,40 +483,3 @@ def test_smollm2_config_matches_transformers(smollm2, hf_smollm2):
     assert config["rope_scaling"] is None
     c = ModelConfig.from_hf(config)
     assert (c.V, c.D, c.L, c.Q, c.K, c.H) == (49152, 576, 30, 9, 3, 64)
-
-
-# ---------------------------------------------------------------------------------------------
-# Tokenizer cache.
-
-
-@pytest.mark.slow
-def test_tokenizer_cache(smollm2_path, tmp_path, monkeypatch):
-    transformers = pytest.importorskip("transformers")
-    monkeypatch.setenv("SPECJAX_CACHE", str(tmp_path / "cache"))
-    t0 = time.perf_counter()
-    first = load_gguf_tokenizer(smollm2_path)
-    t_first = time.perf_counter() - t0
-    (entry,) = (tmp_path / "cache" / "tokenizers").iterdir()
-    assert entry.name.startswith("SmolLM2-135M-Instruct.Q4_1-")
-    assert not [p for p in entry.parent.iterdir() if ".tmp-" in p.name]
-    t0 = time.perf_counter()
-    second = load_gguf_tokenizer(smollm2_path)
-    t_second = time.perf_counter() - t0
-    assert t_second < 3.0 and t_second < t_first / 2, (t_first, t_second)
-
-    direct = transformers.AutoTokenizer.from_pretrained(
-        smollm2_path.parent, gguf_file=smollm2_path.name
-    )
-    assert second.chat_template == direct.chat_template and direct.chat_template
-    messages = [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "What is 2+2? Ünïcode, emoji 🙂, tabs\tand  spaces."},
-    ]
-    chat = direct.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    assert second.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == chat
-    texts = ["Hello world!", "  leading spaces\nnew line", "def f(x):\n    return x**2", chat]
-    for tok in (first, second):
-        for s in texts:
-            assert tok(s).input_ids == direct(s).input_ids, s
-            assert tok.decode(direct(s).input_ids) == direct.decode(direct(s).input_ids)
-        assert (tok.bos_token_id, tok.eos_token_id) == (direct.bos_token_id, direct.eos_token_id)

@@ -36,7 +36,7 @@ import ml_dtypes
 import numpy as np
 from flax import struct
 
-from models.config import ModelConfig, RopeScaling
+from models.config import ModelConfig
 from models.loading import Model
 from models.transformer import LayerParams, ModelParams, init_params, lm_logits, sequence_hidden
 from specjax.errors import SpecjaxError
@@ -187,18 +187,6 @@ def make_loss(config: ModelConfig):
     return loss
 
 
-def _config_to_json(config: ModelConfig) -> dict:
-    return dataclasses.asdict(config)
-
-
-def _config_from_json(d: dict) -> ModelConfig:
-    d = dict(d)
-    if d.get("rope_scaling") is not None:
-        d["rope_scaling"] = RopeScaling(**d["rope_scaling"])
-    d["eos_token_ids"] = tuple(d.get("eos_token_ids", ()))
-    return ModelConfig(**d)
-
-
 def _named_tensors(own: Trainable) -> dict:
     """Flat safetensors names ("layers.wqkv", "final_norm") of the draft's own leaves."""
     out = {f"layers.{k}": v for k, v in vars(own.layers).items() if v is not None}
@@ -231,7 +219,7 @@ def save_draft(
     tmp.replace(path / WEIGHTS_FILE)
     meta = {
         "format": FORMAT,
-        "config": _config_to_json(config),
+        "config": config.to_dict(),
         "dtype": "bfloat16",
         "tensors": sorted(tensors),
         "shared_from_target": [n for n in SHARED_FROM_TARGET if getattr(params, n) is not None],
@@ -266,7 +254,7 @@ def load_draft(path: str | Path, target: Model) -> Model:
         meta = json.loads(cfg_file.read_text())
         if meta.get("format") != FORMAT:
             raise SpecjaxError(f"{cfg_file} is not a specjax draft config (format {FORMAT})")
-        config = _config_from_json(meta["config"])
+        config = ModelConfig.from_dict(meta["config"])
         recorded = meta["target"]["fingerprint"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise SpecjaxError(f"corrupt draft config {cfg_file}: {type(e).__name__}: {e}") from None
