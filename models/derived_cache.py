@@ -103,6 +103,7 @@ def store(kind: str, source: Path, write: Callable[[Path], None]) -> Path | None
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         shutil.rmtree(entry, ignore_errors=True)  # a damaged entry lookup() could not remove
         os.replace(tmp, entry)
+        _drop_stale(entry, manifest["identity"])
     except OSError as e:
         if lookup(kind, source) is not None:  # a concurrent writer got there first
             return entry
@@ -111,6 +112,20 @@ def store(kind: str, source: Path, write: Callable[[Path], None]) -> Path | None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return entry
+
+
+def _drop_stale(entry: Path, identity: dict) -> None:
+    """Deletes the other entries of this kind made from the same path (an older version of the
+    file, or of specjax): they can never be looked up again and would only fill the disk."""
+    for other in entry.parent.iterdir():
+        if other == entry or other.name.startswith("."):
+            continue
+        try:
+            source = json.loads((other / MANIFEST).read_text())["identity"]["source"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not ours to judge: lookup() deletes a damaged entry of its own key
+        if source == identity["source"]:
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def _check(entry: Path, identity: dict) -> str | None:

@@ -192,8 +192,16 @@ def _make_peers(model, draft_model, max_len: int) -> tuple[list, dict[str, str]]
 
 
 def run_bench() -> dict:
+    import importlib.util
+
     import jax
     from tqdm import tqdm
+
+    if importlib.util.find_spec("matplotlib") is None:  # checked before any model work
+        raise SpecjaxError(
+            "the bench draws results.png with matplotlib, which the base install lacks: "
+            "pip install -e '.[bench]'"
+        )
 
     from models.loading import load_model
     from specjax.drafters import METHODS, make_drafter

@@ -133,3 +133,25 @@ def test_unknown_method_is_one_line_and_exit_2(tmp_path: Path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown method 'warp'")
+
+
+def test_without_matplotlib_names_the_extra_before_any_work(tmp_path: Path):
+    """The base install has no matplotlib: one line naming the bench extra, not a traceback
+    at the end of the run."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text('import sys\nsys.modules["matplotlib"] = None\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(ROOT)]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "specjax.bench", "--quick", f"--out={tmp_path / 'out'}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the bench draws results.png"), lines
+    assert "pip install -e '.[bench]'" in lines[0]
+    assert not (tmp_path / "out").exists()

@@ -71,6 +71,16 @@ def test_other_version_or_changed_source_is_another_entry(cache, source, monkeyp
     assert derived_cache.lookup("kind", source) == entry
     source.write_bytes(source.read_bytes() + b"more")  # the file changed: size and mtime
     assert derived_cache.lookup("kind", source) is None
+    new = derived_cache.store("kind", source, write_two_files)
+    assert new != entry and not entry.exists()  # the stale entry of the same file is dropped
+
+
+def test_entries_of_other_files_are_kept(cache, source, tmp_path):
+    other = tmp_path / "other.gguf"
+    other.write_bytes(b"GGUF other")
+    kept = derived_cache.store("kind", other, write_two_files)
+    derived_cache.store("kind", source, write_two_files)
+    assert derived_cache.lookup("kind", other) == kept
 
 
 def test_entry_sealed_for_another_identity_is_not_used(cache, source, monkeypatch):
