@@ -13,6 +13,7 @@ import sys
 
 from absl import app, flags
 
+from specjax.acceptance import POLICIES, make_policy
 from specjax.cli import parse_flags, run_or_fail
 from specjax.drafters import AVAILABLE_METHODS, METHODS
 from specjax.errors import SpecjaxError
@@ -58,16 +59,31 @@ flags.DEFINE_string(
 flags.DEFINE_integer(
     "max_cache_len", None, "Cap on prompt + new tokens (default: the model's context)."
 )
+flags.DEFINE_enum(
+    "accept",
+    "exact",
+    list(POLICIES),
+    "Acceptance policy for speculative methods: exact (lossless) or typical (Medusa's typical "
+    "acceptance; approximate, reported as lossless=false).",
+)
+flags.DEFINE_bool(
+    "stream",
+    None,
+    "Print the text as it is produced (default: on when stdout is a terminal; --json never streams).",
+)
 
 
 def _status(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run(argv_flags=FLAGS) -> dict:
-    """Loads, generates, returns the JSON-able result (raises SpecjaxError on bad input)."""
+def run(argv_flags=FLAGS, on_text=None) -> dict:
+    """Loads, generates, returns the JSON-able result (raises SpecjaxError on bad input).
+
+    `on_text(piece)`, when given, receives the new text as it is produced (streaming).
+    """
     from models.loading import load_model
-    from specjax.engine import generate
+    from specjax.engine import generate, stream
     from specjax.sampling import SamplingConfig
 
     method = argv_flags.method
@@ -79,6 +95,11 @@ def run(argv_flags=FLAGS) -> dict:
         raise SpecjaxError(f"--max_new_tokens must be >= 1, got {argv_flags.max_new_tokens}")
     if argv_flags.max_cache_len is not None and argv_flags.max_cache_len < 2:
         raise SpecjaxError(f"--max_cache_len must be >= 2, got {argv_flags.max_cache_len}")
+    acceptance = make_policy(argv_flags.accept)
+    if method == "vanilla" and argv_flags.accept != "exact":
+        raise SpecjaxError(
+            f"--accept={argv_flags.accept} needs a speculative method (vanilla drafts nothing)"
+        )
     phrase = None
     if argv_flags.pool and method not in ("ouroboros", "lookahead"):
         raise SpecjaxError("--pool is for --method=ouroboros or lookahead")
@@ -110,10 +131,7 @@ def run(argv_flags=FLAGS) -> dict:
         pool=argv_flags.pool if phrase is not None and os.path.isfile(argv_flags.pool) else None,
     )
     _status(f"generating with {method} (first call compiles) ...")
-    result = generate(
-        model.config,
-        model.params,
-        [prompt_ids],
+    kwargs = dict(
         max_new_tokens=argv_flags.max_new_tokens,
         sampling=sampling,
         eos_ids=model.eos_ids,
@@ -121,8 +139,15 @@ def run(argv_flags=FLAGS) -> dict:
         max_cache_len=argv_flags.max_cache_len,
         drafter=drafter,
         draft_params=draft_params,
+        acceptance=acceptance,
         keep_state=bool(phrase is not None and argv_flags.pool),
     )
+    if on_text is None:
+        result = generate(model.config, model.params, [prompt_ids], **kwargs)
+    else:
+        tokens_stream = stream(model.config, model.params, [prompt_ids], **kwargs)
+        _print_as_produced(tokens_stream, model.tokenizer, on_text)
+        result = tokens_stream.result
     if phrase is not None and argv_flags.pool:
         from specjax.drafters import pool_after
         from specjax.phrase_pool import save_pool
@@ -142,22 +167,48 @@ def run(argv_flags=FLAGS) -> dict:
         "compile_seconds": result.compile_seconds,
         "tokens_per_s": result.tokens_per_s,
         "method": method,
+        "accept": argv_flags.accept if method != "vanilla" else None,
+        "lossless": acceptance.lossless,
         "model": model.source,
         "prompt_tokens": len(prompt_ids),
         "chat": chat,
     }
 
 
+def _print_as_produced(tokens_stream, tokenizer, on_text) -> None:
+    """Decodes the growing answer after every chunk and hands on the new text; text that ends in
+    an incomplete UTF-8 sequence waits for the next chunk."""
+    tokens: list[int] = []
+    shown = ""
+    for chunk in tokens_stream:
+        tokens += chunk[0]
+        text = tokenizer.decode(tokens, skip_special_tokens=True)
+        if text.endswith("\ufffd") or not text.startswith(shown):
+            continue
+        if len(text) > len(shown):
+            on_text(text[len(shown) :])
+            shown = text
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    if text.startswith(shown) and len(text) > len(shown):
+        on_text(text[len(shown) :])
+
+
+def _write(piece: str) -> None:
+    sys.stdout.write(piece)
+    sys.stdout.flush()
+
+
 def main(argv: list[str]) -> None:
-    out = run_or_fail(argv, run, "--prompt='...'")
+    streaming = not FLAGS.json and (sys.stdout.isatty() if FLAGS.stream is None else FLAGS.stream)
+    out = run_or_fail(argv, lambda: run(FLAGS, _write if streaming else None), "--prompt='...'")
     if FLAGS.json:
         print(json.dumps(out))
-    else:
-        print(out["text"])
-        _status(
-            f"{out['new_tokens']} tokens in {out['seconds']:.2f}s ({out['tokens_per_s']:.1f} tok/s, "
-            f"tau {out['tau']:.2f}, compile {out['compile_seconds']:.1f}s)"
-        )
+        return
+    print("" if streaming else out["text"], flush=True)
+    _status(
+        f"{out['new_tokens']} tokens in {out['seconds']:.2f}s ({out['tokens_per_s']:.1f} tok/s, "
+        f"tau {out['tau']:.2f}, compile {out['compile_seconds']:.1f}s)"
+    )
 
 
 if __name__ == "__main__":

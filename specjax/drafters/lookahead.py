@@ -27,6 +27,7 @@ from specjax.candidates import (
     ROOT_PARENT,
     Candidates,
     DraftContext,
+    Prefill,
     Verified,
     dedup_prefixes,
 )
@@ -151,7 +152,8 @@ class LookaheadDrafter:
     def pool_shape(self) -> tuple[int, int, int]:
         return (self.buckets, self.pool_capacity, self.ngram - 1)
 
-    def init(self, params: LookaheadParams, prompt_BP, prompt_len_B, cache_len: int):
+    def init(self, params: LookaheadParams, prefill: Prefill, cache_len: int):
+        prompt_BP, prompt_len_B = prefill.tokens, prefill.length
         B = prompt_BP.shape[0]
         pool = pool_for_rows(params.pool, B, self.pool_shape)
         pool = jax.vmap(seed_from_tokens)(pool, prompt_BP, prompt_len_B)

@@ -36,7 +36,7 @@ from flax import struct
 from models.config import ModelConfig
 from models.transformer import ModelParams, causal_mask, forward, hidden_states
 from specjax.cache import KVCache, init_cache
-from specjax.candidates import NO_PARENT, Candidates, DraftContext, Verified, tree_mask
+from specjax.candidates import NO_PARENT, Candidates, DraftContext, Prefill, Verified, tree_mask
 from specjax.drafters.lookahead import (
     JacobiWindow,
     init_window,
@@ -115,7 +115,8 @@ class OuroborosDrafter:
     def pool_shape(self) -> tuple[int, int, int]:
         return (self.buckets, self.pool_capacity, self.phrase_len)
 
-    def init(self, params: OuroborosParams, prompt_BP, prompt_len_B, cache_len: int):
+    def init(self, params: OuroborosParams, prefill: Prefill, cache_len: int):
+        prompt_BP, prompt_len_B = prefill.tokens, prefill.length
         c = self.config
         B, P = prompt_BP.shape
         cache = init_cache(c.L, B, c.K, cache_len, c.H, params.draft.dtype)
