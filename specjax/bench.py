@@ -20,6 +20,7 @@ from pathlib import Path
 
 from absl import app, flags
 
+from specjax.acceptance import make_policy
 from specjax.cli import parse_flags, run_or_fail
 from specjax.errors import SpecjaxError
 from specjax.prompts import load_prompts
@@ -33,6 +34,13 @@ flags.DEFINE_list(
     "self:N.",
 )
 flags.DEFINE_list("methods", ["vanilla", "sd", "ngram"], "Our methods (vanilla always runs).")
+flags.DEFINE_list(
+    "accept",
+    ["exact"],
+    "Acceptance policies for the speculative rows (one row per method and policy): exact "
+    "(lossless: mismatches vs vanilla must be 0) and/or typical (approximate: reported by its "
+    "agreement with vanilla's tokens).",
+)
 flags.DEFINE_list(
     "peers",
     ["transformers", "llamacpp"],
@@ -137,9 +145,10 @@ CATEGORY_PRESETS = {
 }
 
 
-def _row_names() -> list[tuple[str, str, str | None]]:
-    """(row name, kind, draft) for our methods: kind is the specjax method."""
-    rows = [("vanilla", "vanilla", None)]
+def _row_names() -> list[tuple[str, str, str | None, str]]:
+    """(row name, kind, draft, acceptance policy) for our methods: kind is the specjax method.
+    A policy other than exact is appended to the row name ("ngram+typical")."""
+    rows = []
     first_draft = None if FLAGS.draft[0] == "shipped" else FLAGS.draft[0]
     for m in FLAGS.methods:
         if m == "sd":
@@ -149,7 +158,12 @@ def _row_names() -> list[tuple[str, str, str | None]]:
             rows += [(f"{m}[{mode}]", m, first_draft) for mode in FLAGS.pool_modes]
         elif m != "vanilla":
             rows.append((m, m, None))
-    return rows
+    named = [
+        (name if a == "exact" else f"{name}+{a}", kind, draft, a)
+        for a in FLAGS.accept
+        for name, kind, draft in rows
+    ]
+    return [("vanilla", "vanilla", None, "exact"), *named]
 
 
 def _phrase_preset(category: str) -> str:
@@ -217,6 +231,8 @@ def run_bench() -> dict:
     for m in FLAGS.methods:
         if m not in METHODS:
             raise SpecjaxError(f"unknown method {m!r} (choose from {', '.join(METHODS)})")
+    for a in FLAGS.accept:
+        make_policy(a)  # an unknown policy fails here, before any model work
     prompts = load_prompts(FLAGS.prompts, FLAGS.categories, per_cat, max_cats)
     model = load_model(FLAGS.model)
     if model.tokenizer is None:
@@ -248,10 +264,10 @@ def run_bench() -> dict:
             )
         return drafters[(name, preset)]
 
-    first_sd = next((name for name, kind, _ in ours if kind == "sd"), None)
+    first_sd = next((name for name, kind, *_ in ours if kind == "sd"), None)
     draft_model = None
     if first_sd is not None:
-        d = drafter_for(first_sd, "sd", next(dr for n, _, dr in ours if n == first_sd), "")
+        d = drafter_for(first_sd, "sd", next(dr for n, _, dr, _ in ours if n == first_sd), "")
         draft_model = (d[0].config, d[1])
     warm_pools = {}  # (row name, preset) -> the pool carried to the next prompt
     peers, missing = _make_peers(model, draft_model, max(len(i) for i in ids) + max_new + 16)
@@ -261,15 +277,20 @@ def run_bench() -> dict:
     bar = tqdm(total=len(prompts) * n_rows, desc="bench", unit="run", file=sys.stderr)
     for index, ((cat, _), prompt) in enumerate(zip(prompts, ids, strict=True)):
         vanilla_tokens = None
-        for name, kind, draft in ours:
+        for name, kind, draft, accept in ours:
             bar.set_postfix_str(f"{cat}: {name}")
-            drafter, dparams = drafter_for(name, kind, draft, cat)
-            warm = name.endswith("[warm]")
+            drafter, dparams = drafter_for(name.split("+")[0], kind, draft, cat)
+            warm = name.split("+")[0].endswith("[warm]")
             pool_key = (name, _phrase_preset(cat))
             if warm and pool_key in warm_pools:
                 dparams = dparams.replace(pool=warm_pools[pool_key])
+            policy = make_policy(accept)
             kw = dict(
-                max_new_tokens=max_new, eos_ids=model.eos_ids, drafter=drafter, draft_params=dparams
+                max_new_tokens=max_new,
+                eos_ids=model.eos_ids,
+                drafter=drafter,
+                draft_params=dparams,
+                acceptance=policy,
             )
             first = generate(model.config, model.params, [prompt], keep_state=warm, **kw)
             if warm:  # the next prompt starts from this one's pool; the timed runs from the old
@@ -292,7 +313,8 @@ def run_bench() -> dict:
                     seconds=secs,
                     compile_seconds=first.compile_seconds,
                     mismatch=toks != vanilla_tokens,
-                    lossless=True,
+                    lossless=policy.lossless,
+                    vanilla_agreement=_agreement(toks, vanilla_tokens),
                     **_peak_memory_mb(),
                 )
             )
@@ -323,6 +345,7 @@ def run_bench() -> dict:
                     # a mismatch is a numerical tie broken differently, reported, not a failure.
                     mismatch=run.tokens != vanilla_tokens,
                     lossless=False,
+                    vanilla_agreement=_agreement(run.tokens, vanilla_tokens),
                     **_peak_memory_mb(),
                 )
             )
@@ -357,6 +380,13 @@ def run_bench() -> dict:
     )
 
 
+def _agreement(tokens: list[int], vanilla: list[int]) -> float:
+    """Fraction of positions (over the longer output) where the tokens equal vanilla greedy's:
+    how far an approximate method strays from the target (1.0 for a lossless one)."""
+    n = max(len(tokens), len(vanilla), 1)
+    return sum(a == b for a, b in zip(tokens, vanilla, strict=False)) / n
+
+
 def aggregate(res: dict) -> dict:
     """{(method, category or 'all'): tau, tok/s, acceptance, speedup, mismatches} from the raw runs.
 
@@ -380,6 +410,9 @@ def aggregate(res: dict) -> dict:
             tokens_per_s=tokens / secs if secs > 0 else 0.0,
             acceptance=(sum(r["accepted"] for r in rs) / drafted) if drafted else None,
             mismatches=sum(bool(r["mismatch"]) for r in rs),
+            lossless=all(r.get("lossless", False) for r in rs),
+            agreement=sum(r.get("vanilla_agreement", 0.0) * r["new_tokens"] for r in rs)
+            / max(tokens, 1),
             compile_s=statistics.median(r["compile_seconds"] for r in rs),
             peak_rss_mb=max(r["host_peak_rss_mb"] for r in rs),
         )
@@ -420,9 +453,15 @@ def summarize(res: dict) -> str:
             if s is None:
                 continue
             acc = "-" if s["acceptance"] is None else f"{s['acceptance']:.2f}"
+            ours = not m.startswith(("transformers", "llama.cpp"))
+            check = (
+                f"{s['mismatches']}"
+                if s["lossless"] or not ours
+                else f"approximate: {s['agreement']:.2f} of tokens equal vanilla's"
+            )
             lines.append(
                 f"| {cat} | {m} | {s['prompts']} | {s['tau']:.2f} | {acc} | "
-                f"{s['tokens_per_s']:.1f} | {s['speedup']:.2f}x | {s['mismatches']} | "
+                f"{s['tokens_per_s']:.1f} | {s['speedup']:.2f}x | {check} | "
                 f"{s['compile_s']:.1f} | {s['peak_rss_mb']:.0f} |"
             )
     for name, why in res["unavailable"].items():
@@ -430,8 +469,9 @@ def summarize(res: dict) -> str:
     lines += [
         "",
         "tau = new tokens / target forwards (prefill included); speedups are to our vanilla in this "
-        "run. Mismatches of our methods must be 0 (they are lossless); a peer's count is numerical "
-        "ties broken by different kernels. 'first call' is compile (ours) or warm-up (peers).",
+        "run. Mismatches of our lossless methods must be 0; approximate rows (an acceptance policy "
+        "other than exact) report the fraction of their tokens equal to vanilla greedy's instead; "
+        "a peer's count is numerical ties broken by different kernels. 'first call' is compile (ours) or warm-up (peers).",
         "",
         "Verify cost c(T) = time of one forward over T new tokens / over 1 (context 256):",
         "",

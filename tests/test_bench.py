@@ -62,6 +62,7 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory):
             f"--model={model_dir}",
             f"--prompts={prompts}",
             "--methods=vanilla,ngram,ouroboros,lookahead",
+            "--accept=exact,typical",
             "--draft=self:1",
             "--phrase_preset=cpu",
             "--peers=transformers,llamacpp",
@@ -97,6 +98,17 @@ def test_lossless_methods_match_vanilla(bench_run):
     # vanilla, ngram, and ouroboros and lookahead with a cold and a warm pool, on two prompts
     assert len(ours) == 12
     assert all(not r["mismatch"] for r in ours)
+
+
+def test_approximate_rows_report_their_agreement_with_vanilla(bench_run):
+    """--accept=typical adds one row per speculative method, marked approximate; greedy typical
+    acceptance keeps vanilla's tokens, so the agreement is 1 and the table says approximate."""
+    out, res = bench_run
+    typical = [r for r in res["raw"] if r["method"].endswith("+typical")]
+    assert len(typical) == 10  # ngram, ouroboros and lookahead (cold, warm), two prompts
+    assert all(not r["lossless"] and r["vanilla_agreement"] == 1.0 for r in typical)
+    assert "| ngram+typical | 2 |" in (out / "results.md").read_text()
+    assert "approximate: 1.00 of tokens equal vanilla's" in (out / "results.md").read_text()
 
 
 @pytest.mark.parametrize("method", ["ngram", "ouroboros[cold]", "lookahead[warm]"])
