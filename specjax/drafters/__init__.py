@@ -1,11 +1,8 @@
 """Drafters: one small file per method, registered here.
 
-A drafter is a frozen (hashable) dataclass, a static argument of the jitted loop, with
-`block_size` (T: root + draft slots) and three pure methods:
-  init(params, prompt_BP, prompt_len_B, cache_len) -> state
-  propose(params, state, ctx: DraftContext, keys_B, sampling) -> (Candidates, state)
-  update(params, state, verified: Verified) -> state
-Its arrays (`params`, e.g. draft-model weights) travel separately as a traced pytree.
+Each implements the protocol in `specjax.drafter` (a frozen, hashable dataclass with
+`block_size`, `init(params, prefill, cache_len)`, `propose(...)` and `update(...)`); its arrays
+(`params`, e.g. draft-model weights) travel separately as a traced pytree.
 """
 
 from __future__ import annotations
