@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from specjax.errors import SpecjaxError
+from models.errors import SpecjaxError
 
 
 @dataclasses.dataclass(frozen=True)

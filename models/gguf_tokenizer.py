@@ -26,7 +26,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
 
 from models.bpe_merges import merges_by_score
-from specjax.errors import SpecjaxError
+from models.errors import SpecjaxError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast

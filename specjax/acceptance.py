@@ -15,8 +15,8 @@ from typing import Protocol
 import jax
 import jax.numpy as jnp
 
+from models.errors import SpecjaxError
 from specjax.candidates import NO_PARENT, Candidates
-from specjax.errors import SpecjaxError
 from specjax.sampling import SamplingConfig, probabilities, warp_logits
 from specjax.verify import verify
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from absl import app, flags
 
+from models.errors import SpecjaxError
 from specjax.acceptance import make_policy
 from specjax.cli import parse_flags, run_or_fail
-from specjax.errors import SpecjaxError
 from specjax.prompts import load_prompts
 
 FLAGS = flags.FLAGS
@@ -96,8 +96,8 @@ def verify_cost_curve(config, params, Ts=(1, 2, 4, 8, 16, 32), context=256, repe
     import jax
     import jax.numpy as jnp
 
+    from models.cache import init_cache
     from models.transformer import causal_mask, forward
-    from specjax.cache import init_cache
 
     cache = init_cache(config.L, 1, config.K, context + max(Ts) + 1, config.H, params.dtype)
     cache = cache.replace(length=jnp.array([context], jnp.int32))

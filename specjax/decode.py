@@ -13,10 +13,10 @@ import sys
 
 from absl import app, flags
 
+from models.errors import SpecjaxError
 from specjax.acceptance import POLICIES, make_policy
 from specjax.cli import parse_flags, run_or_fail
 from specjax.drafters import AVAILABLE_METHODS, METHODS
-from specjax.errors import SpecjaxError
 from specjax.prompts import encode_prompt
 
 DEFAULT_PROMPT = "Explain in three sentences why the sky is blue."

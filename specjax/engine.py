@@ -20,13 +20,13 @@ import numpy as np
 from flax import struct
 from jax.sharding import Mesh
 
+from models.cache import KVCache, init_cache
 from models.config import ModelConfig
+from models.errors import SpecjaxError
 from models.transformer import ModelParams, causal_mask, forward, hidden_states, lm_logits
 from specjax.acceptance import AcceptancePolicy, ExactAcceptance
-from specjax.cache import KVCache, init_cache
 from specjax.candidates import Candidates, DraftContext, Prefill, Verified, tree_mask
 from specjax.drafter import Drafter
-from specjax.errors import SpecjaxError
 from specjax.sampling import SamplingConfig, sample_token
 from specjax.sharding import batch_sharding, constrain_cache
 

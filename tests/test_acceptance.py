@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from models.errors import SpecjaxError
 from specjax.acceptance import (
     ExactAcceptance,
     TypicalAcceptance,
@@ -15,7 +16,6 @@ from specjax.acceptance import (
     typical_acceptable,
 )
 from specjax.candidates import NO_PARENT, Candidates
-from specjax.errors import SpecjaxError
 from specjax.sampling import SamplingConfig
 
 V = 4

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from models.config import ModelConfig
+from models.errors import SpecjaxError
 from models.hf_checkpoint import params_from_hf, read_hf_dir
 from models.transformer import init_params
 from specjax import engine
 from specjax.drafters.ngram import NgramDrafter
 from specjax.engine import generate
-from specjax.errors import SpecjaxError
 from specjax.sampling import SamplingConfig
 from tests.hf_reference import make_tiny_hf_model
 

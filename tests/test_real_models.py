@@ -13,12 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from models.cache import init_cache
+from models.errors import SpecjaxError
 from models.loading import Model, load_model
 from models.transformer import causal_mask, forward
-from specjax.cache import init_cache
 from specjax.decode import encode_prompt
 from specjax.engine import GenerationResult, generate
-from specjax.errors import SpecjaxError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CHECKPOINT = DATA / "stories260K.bin"

@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent(
     assert jax.device_count() == 8, jax.devices()
     from models.config import ModelConfig
     from models.transformer import init_params, forward, causal_mask
-    from specjax.cache import init_cache
+    from models.cache import init_cache
     from specjax.engine import generate
     from specjax.sampling import SamplingConfig
     from specjax.drafters import make_drafter

@@ -10,14 +10,14 @@ import pytest
 from scipy import stats
 
 from configs.phrase_drafting import phrase_drafting
+from models.cache import init_cache
 from models.config import ModelConfig
+from models.errors import SpecjaxError
 from models.loading import Model
 from models.transformer import causal_mask, forward, init_params
 from specjax.acceptance import ExactAcceptance, TypicalAcceptance
-from specjax.cache import init_cache
 from specjax.drafters import make_drafter
 from specjax.engine import generate, stream
-from specjax.errors import SpecjaxError
 from specjax.sampling import SamplingConfig, probabilities
 
 TARGET = ModelConfig(model_type="llama", V=64, D=32, L=4, F=64, Q=4, K=2, H=8, max_positions=256)

@@ -14,23 +14,23 @@ import pytest
 
 from configs.draft_lm import TINY_TARGET
 from models.config import ModelConfig
-from models.loading import Model
-from models.transformer import init_params
-from specjax.drafters import make_drafter
-from specjax.engine import generate
-from specjax.errors import SpecjaxError
-from train_heads.draft_lm import (
+from models.draft_lm import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     cast,
     init_draft,
     load_draft,
     merge,
-    next_token_logits,
     save_draft,
     shared,
     trainable,
 )
+from models.errors import SpecjaxError
+from models.loading import Model
+from models.transformer import init_params
+from specjax.drafters import make_drafter
+from specjax.engine import generate
+from train_heads.draft_lm import next_token_logits
 
 TOKENS = jnp.asarray([[3, 17, 40, 2, 99, 5, 5, 64], [1, 2, 3, 4, 5, 6, 7, 8]], jnp.int32)
 # SmolLM2-135M's shape (config.json of HuggingFaceTB/SmolLM2-135M-Instruct).

@@ -25,9 +25,9 @@ import numpy as np
 from absl import app, flags
 
 from models.config import ModelConfig
+from models.errors import SpecjaxError
 from models.transformer import ModelParams
 from specjax.cli import parse_flags, run_or_fail
-from specjax.errors import SpecjaxError
 
 FLAGS = flags.FLAGS
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from models.config import ModelConfig
+from models.draft_lm import is_draft_dir, load_draft
+from models.errors import SpecjaxError
+from models.loading import Model, load_model
 from models.transformer import ModelParams
 from specjax.drafters.draft_model import DraftModelDrafter, self_draft
 from specjax.drafters.lookahead import LookaheadDrafter, LookaheadParams
 from specjax.drafters.ngram import NgramDrafter
 from specjax.drafters.ouroboros import OuroborosDrafter, OuroborosParams
-from specjax.errors import SpecjaxError
 from specjax.phrase_pool import PhrasePool, load_pool, merge_rows
 
 # Every method the CLI knows; the ones built so far are AVAILABLE_METHODS.
@@ -61,7 +63,7 @@ def make_drafter(
     """(drafter, draft_params) for a method; (None, None) for vanilla.
 
     `draft` (sd, ouroboros) is None (the shipped trained draft for this target, see
-    `models.drafts`), "self:N", a directory written by `train_heads.draft_lm.save_draft`, a path or
+    `models.drafts`), "self:N", a directory written by `models.draft_lm.save_draft`, a path or
     name for `models.loading.load_model`, or a loaded `Model`. Its vocabulary must be the target's.
     `phrase` (ouroboros, lookahead) is a `configs.phrase_drafting.PhraseDrafting` (default: the
     "chat" preset; ouroboros then takes its gamma from it) and `pool` a warm `PhrasePool` or the
@@ -129,9 +131,6 @@ def _resolve_draft(draft: Any, config: ModelConfig, params: ModelParams, dtype: 
         draft_config, draft_params = self_draft(config, params, parse_self_draft(draft, config.L))
     else:
         if isinstance(draft, str):
-            from models.loading import Model, load_model
-            from train_heads.draft_lm import is_draft_dir, load_draft
-
             if is_draft_dir(draft):  # a trained draft: layers only, embedding from the target
                 draft = load_draft(draft, Model(config, params, None, "target"))
             else:

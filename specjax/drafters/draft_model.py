@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from models.cache import KVCache, init_cache
 from models.config import ModelConfig
 from models.transformer import ModelParams, causal_mask, forward, hidden_states
-from specjax.cache import KVCache, init_cache
 from specjax.candidates import Candidates, DraftContext, Prefill, Verified, chain_parent
 from specjax.sampling import SamplingConfig, probabilities, sample_token
 

@@ -33,9 +33,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from models.cache import KVCache, init_cache
 from models.config import ModelConfig
 from models.transformer import ModelParams, causal_mask, forward, hidden_states
-from specjax.cache import KVCache, init_cache
 from specjax.candidates import NO_PARENT, Candidates, DraftContext, Prefill, Verified, tree_mask
 from specjax.drafters.lookahead import (
     JacobiWindow,
