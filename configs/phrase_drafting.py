@@ -57,6 +57,17 @@ PRESETS = {
 }
 
 
+# The Ouroboros paper's setting for each kind of task (benchmark categories), "chat" otherwise.
+TASK_PRESETS = {
+    "humaneval": "code",
+    "coding": "code",
+    "math_reasoning": "math",
+    "math": "math",
+    "summarization": "summarization",
+    "translation": "translation",
+}
+
+
 def phrase_drafting(name: str, **overrides) -> PhraseDrafting:
     """A preset with some fields replaced; unknown names or fields are one SpecjaxError line."""
     if name not in PRESETS:

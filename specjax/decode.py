@@ -16,7 +16,7 @@ from absl import app, flags
 from models.errors import SpecjaxError
 from specjax.acceptance import POLICIES, make_policy
 from specjax.cli import parse_flags, run_or_fail
-from specjax.drafters import AVAILABLE_METHODS, METHODS
+from specjax.methods import REGISTRY, define_flags, method_with_needs, settings_from_flags
 from specjax.prompts import encode_prompt
 
 DEFAULT_PROMPT = "Explain in three sentences why the sky is blue."
@@ -31,7 +31,7 @@ flags.DEFINE_string(
     "Draft model for sd and ouroboros: a path, a trained draft directory, or self:N (the "
     "target's first N layers). Default: the draft shipped for the target, if any.",
 )
-flags.DEFINE_string("method", "vanilla", f"One of {'|'.join(METHODS)}.")
+flags.DEFINE_string("method", "vanilla", f"One of {'|'.join(REGISTRY)}.")
 flags.DEFINE_string("prompt", DEFAULT_PROMPT, "The prompt text.")
 flags.DEFINE_integer("max_new_tokens", 128, "Upper bound on generated tokens.")
 flags.DEFINE_float("temperature", 0.0, "0 is greedy; > 0 samples.")
@@ -41,15 +41,7 @@ flags.DEFINE_integer("seed", 0, "Sampling seed; the same seed gives the same tok
 flags.DEFINE_bool("chat", None, "Apply the chat template (default: on when the model has one).")
 flags.DEFINE_bool("json", False, "Print the result as one JSON object on the last line.")
 flags.DEFINE_string("dtype", "float32", "Parameter dtype: float32 or bfloat16.")
-flags.DEFINE_integer("gamma", 4, "sd: tokens the draft model proposes per step.")
-flags.DEFINE_integer("ngram_max", 3, "ngram: longest suffix matched against the context.")
-flags.DEFINE_integer("ngram_tokens", 10, "ngram: tokens proposed after a match.")
-flags.DEFINE_string(
-    "phrase_preset",
-    "chat",
-    "ouroboros/lookahead settings (configs/phrase_drafting.py): chat, code, math, summarization, "
-    "translation or cpu.",
-)
+define_flags(FLAGS)  # every registered method's settings (--gamma, --ngram_max, ...)
 flags.DEFINE_string(
     "pool",
     "",
@@ -87,26 +79,18 @@ def run(argv_flags=FLAGS, on_text=None) -> dict:
     from specjax.sampling import SamplingConfig
 
     method = argv_flags.method
-    if method not in METHODS:
-        raise SpecjaxError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
-    if method not in AVAILABLE_METHODS:
-        raise SpecjaxError(f"method {method} is not available yet")
+    spec = method_with_needs(method, pool=bool(argv_flags.pool))
+    settings = settings_from_flags(method, argv_flags)
     if argv_flags.max_new_tokens < 1:
         raise SpecjaxError(f"--max_new_tokens must be >= 1, got {argv_flags.max_new_tokens}")
     if argv_flags.max_cache_len is not None and argv_flags.max_cache_len < 2:
         raise SpecjaxError(f"--max_cache_len must be >= 2, got {argv_flags.max_cache_len}")
     acceptance = make_policy(argv_flags.accept)
-    if method == "vanilla" and argv_flags.accept != "exact":
+    if not spec.speculative and argv_flags.accept != "exact":
         raise SpecjaxError(
-            f"--accept={argv_flags.accept} needs a speculative method (vanilla drafts nothing)"
+            f"--accept={argv_flags.accept} needs a speculative method ({method} drafts nothing)"
         )
-    phrase = None
-    if argv_flags.pool and method not in ("ouroboros", "lookahead"):
-        raise SpecjaxError("--pool is for --method=ouroboros or lookahead")
-    if method in ("ouroboros", "lookahead"):
-        from configs.phrase_drafting import phrase_drafting
-
-        phrase = phrase_drafting(argv_flags.phrase_preset)
+    keep_pool = bool(argv_flags.pool)
     sampling = SamplingConfig(argv_flags.temperature, argv_flags.top_k, argv_flags.top_p)
     _status(f"loading {argv_flags.model} ...")
     model = load_model(argv_flags.model, argv_flags.dtype)
@@ -116,19 +100,16 @@ def run(argv_flags=FLAGS, on_text=None) -> dict:
     if chat and not model.has_chat_template:
         raise SpecjaxError(f"--chat: {model.source} has no chat template")
     prompt_ids = encode_prompt(model.tokenizer, argv_flags.prompt, chat)
-    from specjax.drafters import make_drafter
+    from specjax.methods import make_drafter
 
     drafter, draft_params = make_drafter(
         method,
         model.config,
         model.params,
         draft=argv_flags.draft or None,
-        gamma=argv_flags.gamma,
-        max_ngram=argv_flags.ngram_max,
-        num_tokens=argv_flags.ngram_tokens,
         dtype=argv_flags.dtype,
-        phrase=phrase,
-        pool=argv_flags.pool if phrase is not None and os.path.isfile(argv_flags.pool) else None,
+        pool=argv_flags.pool if keep_pool and os.path.isfile(argv_flags.pool) else None,
+        settings=settings,
     )
     _status(f"generating with {method} (first call compiles) ...")
     kwargs = dict(
@@ -140,7 +121,7 @@ def run(argv_flags=FLAGS, on_text=None) -> dict:
         drafter=drafter,
         draft_params=draft_params,
         acceptance=acceptance,
-        keep_state=bool(phrase is not None and argv_flags.pool),
+        keep_state=keep_pool,
     )
     if on_text is None:
         result = generate(model.config, model.params, [prompt_ids], **kwargs)
@@ -148,8 +129,8 @@ def run(argv_flags=FLAGS, on_text=None) -> dict:
         tokens_stream = stream(model.config, model.params, [prompt_ids], **kwargs)
         _print_as_produced(tokens_stream, model.tokenizer, on_text)
         result = tokens_stream.result
-    if phrase is not None and argv_flags.pool:
-        from specjax.drafters import pool_after
+    if keep_pool:
+        from specjax.methods import pool_after
         from specjax.phrase_pool import save_pool
 
         save_pool(argv_flags.pool, pool_after(result))
@@ -167,8 +148,8 @@ def run(argv_flags=FLAGS, on_text=None) -> dict:
         "compile_seconds": result.compile_seconds,
         "tokens_per_s": result.tokens_per_s,
         "method": method,
-        "accept": argv_flags.accept if method != "vanilla" else None,
-        "lossless": acceptance.lossless,
+        "accept": argv_flags.accept if spec.speculative else None,
+        "lossless": spec.lossless and acceptance.lossless,
         "model": model.source,
         "prompt_tokens": len(prompt_ids),
         "chat": chat,

@@ -119,7 +119,9 @@ def test_drafters_draft_on_repetitive_prompts(bench_run, method):
 
 def test_phrase_settings_are_reported(bench_run):
     out, res = bench_run
-    assert res["phrase_presets"] == {"play": "cpu", "story": "cpu"}
+    for kind in ("ouroboros", "lookahead"):
+        assert set(res["settings"][kind]) == {"play", "story"}
+        assert all("preset='cpu'" in s for s in res["settings"][kind].values())
     assert "settings per category" in (out / "results.md").read_text()
 
 

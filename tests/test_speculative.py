@@ -16,8 +16,8 @@ from models.errors import SpecjaxError
 from models.loading import Model
 from models.transformer import causal_mask, forward, init_params
 from specjax.acceptance import ExactAcceptance, TypicalAcceptance
-from specjax.drafters import make_drafter
 from specjax.engine import generate, stream
+from specjax.methods import make_drafter
 from specjax.sampling import SamplingConfig, probabilities
 
 TARGET = ModelConfig(model_type="llama", V=64, D=32, L=4, F=64, Q=4, K=2, H=8, max_positions=256)
@@ -50,8 +50,10 @@ def draft_model():
 
 def _drafter(name, target, draft_model, **kw):
     method, draft = METHODS[name]
-    if method in ("ouroboros", "lookahead"):
-        kw = {"phrase": PHRASE, **kw}
+    if method in ("ouroboros", "lookahead"):  # gamma is PHRASE's
+        kw = {"phrase": PHRASE}
+    elif method == "ngram":
+        kw = {}
     return make_drafter(
         method, TARGET, target, draft=draft_model if draft == "other" else draft, **kw
     )

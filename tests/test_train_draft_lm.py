@@ -28,8 +28,8 @@ from models.draft_lm import (
 from models.errors import SpecjaxError
 from models.loading import Model
 from models.transformer import init_params
-from specjax.drafters import make_drafter
 from specjax.engine import generate
+from specjax.methods import make_drafter
 from train_heads.draft_lm import next_token_logits
 
 TOKENS = jnp.asarray([[3, 17, 40, 2, 99, 5, 5, 64], [1, 2, 3, 4, 5, 6, 7, 8]], jnp.int32)
