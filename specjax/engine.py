@@ -170,7 +170,8 @@ def vanilla_step(
 def _target_block(config, params, cands: Candidates, cache: KVCache, any_needed, any_draft):
     """One target forward over the block. When no row drafted anything, a 1-token forward instead
     (same outputs at slot 0, so n-gram lookup without a match costs what vanilla costs); when no
-    row needs the target at all, no forward (zeros, and nothing is accepted)."""
+    row needs the target at all (`any_needed` False; None for drafters that never skip, which
+    keeps their program as it was), no forward (zeros, and nothing is accepted)."""
     B, T = cands.tokens.shape
     depth, mask = tree_mask(cands.parent)
 
@@ -195,6 +196,8 @@ def _target_block(config, params, cands: Candidates, cache: KVCache, any_needed,
         hidden = jnp.zeros((B, T, config.D), params.dtype)
         return logits, hidden, cache.replace(length=cache.length + T)
 
+    if any_needed is None:  # the drafter never skips the target: the two-way choice only
+        return jax.lax.cond(any_draft, full, root_only, cache)
     branch = jnp.where(any_needed, jnp.where(any_draft, 2, 1), 0)
     return jax.lax.switch(branch, (skip, root_only, full), cache)
 
@@ -226,8 +229,14 @@ def speculative_step(
     active = ~state.done
     needed = active if cands.needs_target is None else active & cands.needs_target
     num_drafted = jnp.where(needed, cands.num_drafted, 0)
+    may_skip = cands.needs_target is not None  # static: only such drafters get the third branch
     logits, hidden, new_cache = _target_block(
-        config, params, cands, cache, jnp.any(needed), jnp.any(num_drafted > 0)
+        config,
+        params,
+        cands,
+        cache,
+        jnp.any(needed) if may_skip else None,
+        jnp.any(num_drafted > 0),
     )
     path, n_path, bonus = spec.acceptance.accept(verify_keys, logits, cands, spec.sampling)
     n_path = jnp.where(needed, n_path, 0)  # a row the target skipped keeps nothing
