@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from models.errors import SpecjaxError
+from specjax.errors import SpecjaxError
 
 DTYPES = ("float32", "bfloat16")
 

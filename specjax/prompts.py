@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from models.errors import SpecjaxError
+from specjax.errors import SpecjaxError
 
 
 def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:

@@ -9,8 +9,8 @@ import pytest
 
 from models import derived_cache, loading
 from models.embedded import default_gguf_path
-from models.errors import SpecjaxError
 from models.params_file import named_leaves
+from specjax.errors import SpecjaxError
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from models.errors import SpecjaxError
+from specjax.errors import SpecjaxError
 
 STATE, META = "state", "meta"
 
