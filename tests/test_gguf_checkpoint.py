@@ -409,14 +409,6 @@ def test_default_gguf_path_without_the_wheel(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def smollm2_path() -> Path:
-    try:
-        return embedded.default_gguf_path()
-    except SpecjaxError as e:
-        pytest.skip(f"SmolLM2 GGUF unavailable: {e}")
-
-
-@pytest.fixture(scope="module")
 def smollm2(smollm2_path):
     return read_gguf(smollm2_path)
 

@@ -12,7 +12,6 @@ import gguf
 import numpy as np
 import pytest
 
-from models import embedded
 from models.gguf_checkpoint import open_gguf, tokenizer_fields
 from models.gguf_tokenizer import tokenizer_from_gguf
 from models.llama2c import FIRST_BYTE_ID, NUM_BYTE_TOKENS, _hf_piece, read_tokenizer
@@ -43,14 +42,6 @@ def built(path: Path):
 
 # ---------------------------------------------------------------------------------------------
 # The embedded SmolLM2 (byte-level BPE, pre-tokenizer "smollm").
-
-
-@pytest.fixture(scope="module")
-def smollm2_path() -> Path:
-    try:
-        return embedded.default_gguf_path()
-    except SpecjaxError as e:
-        pytest.skip(f"SmolLM2 GGUF unavailable: {e}")
 
 
 @pytest.fixture(scope="module")

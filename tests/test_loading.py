@@ -8,23 +8,13 @@ import numpy as np
 import pytest
 
 from models import derived_cache, loading
-from models.embedded import default_gguf_path
 from models.params_file import named_leaves
-from specjax.errors import SpecjaxError
 
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SPECJAX_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
-
-
-@pytest.fixture(scope="module")
-def gguf_path():
-    try:
-        return default_gguf_path()
-    except SpecjaxError as e:
-        pytest.skip(f"SmolLM2 GGUF unavailable: {e}")
 
 
 def assert_same_model(a: loading.Model, b: loading.Model) -> None:
@@ -40,10 +30,10 @@ def assert_same_model(a: loading.Model, b: loading.Model) -> None:
 
 
 @pytest.mark.slow
-def test_second_load_reads_the_cache_and_damage_is_rebuilt(cache, gguf_path, monkeypatch):
+def test_second_load_reads_the_cache_and_damage_is_rebuilt(cache, smollm2_path, monkeypatch):
     first = loading.load_model("smollm2")
-    params_entry = derived_cache.lookup(loading.PARAMS_CACHE, gguf_path)
-    tok_entry = derived_cache.lookup(loading.TOKENIZER_CACHE, gguf_path)
+    params_entry = derived_cache.lookup(loading.PARAMS_CACHE, smollm2_path)
+    tok_entry = derived_cache.lookup(loading.TOKENIZER_CACHE, smollm2_path)
     assert params_entry is not None and tok_entry is not None
 
     from models import gguf_checkpoint
@@ -64,13 +54,13 @@ def test_second_load_reads_the_cache_and_damage_is_rebuilt(cache, gguf_path, mon
     tok_file.write_bytes(tok_file.read_bytes().replace(b'"merges"', b'"mergez"', 1))
     third = loading.load_model("smollm2")
     assert_same_model(first, third)
-    assert derived_cache.lookup(loading.PARAMS_CACHE, gguf_path) == params_entry
+    assert derived_cache.lookup(loading.PARAMS_CACHE, smollm2_path) == params_entry
 
 
 @pytest.mark.slow
-def test_cached_load_in_bfloat16(cache, gguf_path):
+def test_cached_load_in_bfloat16(cache, smollm2_path):
     loading.load_model("smollm2", tokenizer=False)  # fills the params entry (float32)
-    assert derived_cache.lookup(loading.TOKENIZER_CACHE, gguf_path) is None
+    assert derived_cache.lookup(loading.TOKENIZER_CACHE, smollm2_path) is None
     model = loading.load_model("smollm2", dtype="bfloat16", tokenizer=False)
     assert {x.dtype for x in jax.tree.leaves(model.params)} == {np.dtype("bfloat16")}
     assert model.tokenizer is None
