@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from configs.draft_lm import smollm2_draft, tiny_test
 from configs.train_loop import TrainLoop
-from specjax.errors import SpecjaxError
+from models.errors import SpecjaxError
 
 CONFIGS = {
     "smollm2_draft": smollm2_draft,

@@ -11,7 +11,7 @@ import dataclasses
 
 from configs.train_loop import TrainLoop
 from models.config import ModelConfig
-from specjax.errors import SpecjaxError
+from models.errors import SpecjaxError
 
 TINY_TARGET_NAME = "tiny-random"
 # A random Llama small enough to train in seconds on CPU (D width, L layers, Q/K heads, H head dim).

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from specjax.errors import SpecjaxError
+from models.errors import SpecjaxError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +54,17 @@ PRESETS = {
     "summarization": PhraseDrafting(gamma=4, window=13, ngram=5, guess_set=13, pool_capacity=13),
     "translation": PhraseDrafting(gamma=4, window=13, ngram=5, guess_set=13, pool_capacity=13),
     "cpu": PhraseDrafting(gamma=4, window=4, ngram=4, guess_set=4, pool_capacity=8),
+}
+
+
+# The Ouroboros paper's setting for each kind of task (benchmark categories), "chat" otherwise.
+TASK_PRESETS = {
+    "humaneval": "code",
+    "coding": "code",
+    "math_reasoning": "math",
+    "math": "math",
+    "summarization": "summarization",
+    "translation": "translation",
 }
 
 

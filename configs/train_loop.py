@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from specjax.errors import SpecjaxError
+from models.errors import SpecjaxError
 
 DTYPES = ("float32", "bfloat16")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from specjax.errors import SpecjaxError
+from models.errors import SpecjaxError
 
 # model_type values (config.json) that share the Llama block: RMSNorm, RoPE, SwiGLU, GQA.
 LLAMA_LIKE = ("llama", "mistral", "qwen2")

@@ -13,7 +13,7 @@ import importlib.metadata
 import importlib.util
 from pathlib import Path
 
-from specjax.errors import SpecjaxError
+from models.errors import SpecjaxError
 
 DEFAULT_MODEL_NAME = "smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

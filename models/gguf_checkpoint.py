@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from models.errors import SpecjaxError
 from models.llama2c import interleaved_to_half_rotary
-from specjax.errors import SpecjaxError
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "gpt2")

@@ -26,7 +26,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
 
 from models.bpe_merges import merges_by_score
-from specjax.errors import SpecjaxError
+from models.errors import SpecjaxError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -74,7 +74,7 @@ def tokenizer_from_gguf(path: str | Path, fields: dict[str, Any]) -> PreTrainedT
     if len(types) != len(tokens):
         raise SpecjaxError(f"{path}: {len(types)} token types for {len(tokens)} tokens")
     if model == "gpt2":
-        backend, tokens = _byte_level_bpe(path, tokens, types, fields)
+        backend, tokens = _byte_level_bpe(path, tokens, fields)
     elif model == "llama":
         backend = _sentencepiece_bpe(path, tokens, types, fields)
     else:
@@ -106,7 +106,7 @@ def tokenizer_from_gguf(path: str | Path, fields: dict[str, Any]) -> PreTrainedT
 
 
 def _byte_level_bpe(
-    path: Path, tokens: list[str], types: list[int], fields: dict[str, Any]
+    path: Path, tokens: list[str], fields: dict[str, Any]
 ) -> tuple[Tokenizer, list[str]]:
     """GPT-2-style BPE over bytes; returns the backend and the tokens as the vocab spells them."""
     from transformers.convert_slow_tokenizer import bytes_to_unicode

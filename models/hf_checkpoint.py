@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from models.config import ModelConfig
+from models.errors import SpecjaxError
 from models.transformer import LayerParams, ModelParams
-from specjax.errors import SpecjaxError
 
 
 def read_hf_dir(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:

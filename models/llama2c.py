@@ -33,7 +33,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, normalizers, processors
 from tokenizers.models import BPE
 
 from models.bpe_merges import merges_by_score
-from specjax.errors import SpecjaxError
+from models.errors import SpecjaxError
 
 FLAGS = flags.FLAGS
 

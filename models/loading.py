@@ -21,11 +21,11 @@ from absl import logging
 from models import derived_cache
 from models.config import ModelConfig
 from models.embedded import DEFAULT_MODEL_NAME, default_gguf_path
+from models.errors import SpecjaxError
 from models.hf_checkpoint import params_from_hf, read_hf_dir
 from models.params_file import LAYOUT, load_params, save_params
 from models.progress import phase
 from models.transformer import ModelParams
-from specjax.errors import SpecjaxError
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Cache kinds: the params' layout is part of the key, so a new layout never reads an old entry.

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from models.config import ModelConfig
+from models.errors import SpecjaxError
 from models.transformer import LayerParams, ModelParams, init_params
-from specjax.errors import SpecjaxError
 
 # The layout of `params_from_hf`'s output; bump with any change to it (shapes, fusions, names).
 LAYOUT = "stacked-fused-v1"

@@ -6,7 +6,7 @@ leading L axis and run with `lax.scan`, which keeps compile time flat in depth (
 
 Weights are stored pre-laid-out for the dots: `wqkv` is [L, D, (Q+2K)*H] so the projection is one
 plain matmul, the MLP input is one [D, 2F] matmul for SwiGLU. The forward does not write the cache:
-it reads the cached prefix and returns the new keys and values, and `specjax.cache` writes them. That
+it reads the cached prefix and returns the new keys and values, and `models.cache` writes them. That
 keeps the attention a concatenation of two score blocks (prefix | new tokens) and never copies the
 cache.
 """
@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from models.cache import KVCache, init_cache
 from models.config import ModelConfig
-from specjax.cache import KVCache, init_cache
 
 
 @struct.dataclass

@@ -20,8 +20,11 @@ from pathlib import Path
 
 from absl import app, flags
 
+from models.errors import SpecjaxError
+from specjax import methods
+from specjax.acceptance import make_policy
 from specjax.cli import parse_flags, run_or_fail
-from specjax.errors import SpecjaxError
+from specjax.methods import define_flags, settings_from_flags
 from specjax.prompts import load_prompts
 
 FLAGS = flags.FLAGS
@@ -33,6 +36,13 @@ flags.DEFINE_list(
     "self:N.",
 )
 flags.DEFINE_list("methods", ["vanilla", "sd", "ngram"], "Our methods (vanilla always runs).")
+flags.DEFINE_list(
+    "accept",
+    ["exact"],
+    "Acceptance policies for the speculative rows (one row per method and policy): exact "
+    "(lossless: mismatches vs vanilla must be 0) and/or typical (approximate: reported by its "
+    "agreement with vanilla's tokens).",
+)
 flags.DEFINE_list(
     "peers",
     ["transformers", "llamacpp"],
@@ -48,13 +58,7 @@ flags.DEFINE_list("categories", [], "Categories to keep (default: all).")
 flags.DEFINE_integer("per_category", 2, "Prompts per category.")
 flags.DEFINE_integer("max_new_tokens", 128, "Tokens per prompt.")
 flags.DEFINE_integer("repeats", 3, "Timed runs per prompt and method (median reported).")
-flags.DEFINE_integer("gamma", 4, "sd draft length (also the assisted peer's).")
-flags.DEFINE_string(
-    "phrase_preset",
-    "auto",
-    "ouroboros/lookahead settings (configs/phrase_drafting.py); 'auto' picks the paper's preset "
-    "per category (humaneval: code, math_reasoning: math, summarization, translation; else chat).",
-)
+define_flags(FLAGS)  # every registered method's settings; --gamma is also the assisted peer's
 flags.DEFINE_list(
     "pool_modes",
     ["cold", "warm"],
@@ -88,8 +92,8 @@ def verify_cost_curve(config, params, Ts=(1, 2, 4, 8, 16, 32), context=256, repe
     import jax
     import jax.numpy as jnp
 
+    from models.cache import init_cache
     from models.transformer import causal_mask, forward
-    from specjax.cache import init_cache
 
     cache = init_cache(config.L, 1, config.K, context + max(Ts) + 1, config.H, params.dtype)
     cache = cache.replace(length=jnp.array([context], jnp.int32))
@@ -125,37 +129,34 @@ def _peak_memory_mb() -> dict:
     return out
 
 
-PHRASE_METHODS = ("ouroboros", "lookahead")
-# --phrase_preset=auto: the Ouroboros paper's setting for each kind of task.
-CATEGORY_PRESETS = {
-    "humaneval": "code",
-    "coding": "code",
-    "math_reasoning": "math",
-    "math": "math",
-    "summarization": "summarization",
-    "translation": "translation",
-}
-
-
-def _row_names() -> list[tuple[str, str, str | None]]:
-    """(row name, kind, draft) for our methods: kind is the specjax method."""
-    rows = [("vanilla", "vanilla", None)]
+def _row_names() -> list[tuple[str, str, str | None, str]]:
+    """(row name, kind, draft, acceptance policy) for our methods: kind is the specjax method.
+    A policy other than exact is appended to the row name ("ngram+typical")."""
+    rows = []
     first_draft = None if FLAGS.draft[0] == "shipped" else FLAGS.draft[0]
     for m in FLAGS.methods:
-        if m == "sd":
-            # "shipped": the trained draft in models/drafts made for this target.
-            rows += [(f"sd[{d}]", "sd", None if d == "shipped" else d) for d in FLAGS.draft]
-        elif m in PHRASE_METHODS:
+        needs = methods.method(m).needs
+        if m == "vanilla":
+            continue
+        if needs.pool:  # one row per pool mode, with the first draft if it needs one
             rows += [(f"{m}[{mode}]", m, first_draft) for mode in FLAGS.pool_modes]
-        elif m != "vanilla":
+        elif needs.draft:  # one row per draft; "shipped": the one in models/drafts
+            rows += [(f"{m}[{d}]", m, None if d == "shipped" else d) for d in FLAGS.draft]
+        else:
             rows.append((m, m, None))
-    return rows
+    named = [
+        (name if a == "exact" else f"{name}+{a}", kind, draft, a)
+        for a in FLAGS.accept
+        for name, kind, draft in rows
+    ]
+    return [("vanilla", "vanilla", None, "exact"), *named]
 
 
-def _phrase_preset(category: str) -> str:
-    if FLAGS.phrase_preset != "auto":
-        return FLAGS.phrase_preset
-    return CATEGORY_PRESETS.get(category, "chat")
+def _settings(kind: str, category: str):
+    """The method's settings from the flags, made for the category when the method adapts to
+    the task (a settings object with `for_task`, like the phrase methods' "auto" preset)."""
+    s = settings_from_flags(kind, FLAGS)
+    return s.for_task(category) if hasattr(s, "for_task") else s
 
 
 def _make_peers(model, draft_model, max_len: int) -> tuple[list, dict[str, str]]:
@@ -204,8 +205,8 @@ def run_bench() -> dict:
         )
 
     from models.loading import load_model
-    from specjax.drafters import METHODS, make_drafter
     from specjax.engine import generate
+    from specjax.methods import make_drafter
     from specjax.prompts import encode_prompt
 
     per_cat, max_new, repeats = FLAGS.per_category, FLAGS.max_new_tokens, FLAGS.repeats
@@ -215,43 +216,37 @@ def run_bench() -> dict:
     if max_new < 1 or repeats < 1 or per_cat < 1:
         raise SpecjaxError("--max_new_tokens, --repeats and --per_category must be >= 1")
     for m in FLAGS.methods:
-        if m not in METHODS:
-            raise SpecjaxError(f"unknown method {m!r} (choose from {', '.join(METHODS)})")
+        methods.method(m)  # an unknown or unbuilt method fails here, before any model work
+    for a in FLAGS.accept:
+        make_policy(a)  # an unknown policy fails here, before any model work
     prompts = load_prompts(FLAGS.prompts, FLAGS.categories, per_cat, max_cats)
     model = load_model(FLAGS.model)
     if model.tokenizer is None:
         raise SpecjaxError(f"{FLAGS.model} has no tokenizer; the bench needs one for its prompts")
     chat = model.has_chat_template
     ids = [encode_prompt(model.tokenizer, text, chat) for _, text in prompts]
-    from configs.phrase_drafting import phrase_drafting
-    from specjax.drafters import pool_after
+    from specjax.methods import pool_after
 
     for mode in FLAGS.pool_modes:
         if mode not in ("cold", "warm"):
             raise SpecjaxError(f"unknown pool mode {mode!r} (choose from cold, warm)")
-    presets = {_phrase_preset(cat) for cat, _ in prompts}
-    for name in presets:
-        phrase_drafting(name)  # an unknown preset fails here, before any model work
     ours = _row_names()
-    drafters = {}  # (row name, preset or None) -> (drafter, draft params)
+    cats = sorted({c for c, _ in prompts})
+    settings = {kind: {c: _settings(kind, c) for c in cats} for _, kind, _, _ in ours}
+    drafters = {}  # (row name, settings) -> (drafter, draft params)
 
     def drafter_for(name: str, kind: str, draft, category: str):
-        preset = _phrase_preset(category) if kind in PHRASE_METHODS else None
-        if (name, preset) not in drafters:
-            drafters[(name, preset)] = make_drafter(
-                kind,
-                model.config,
-                model.params,
-                draft=draft,
-                gamma=FLAGS.gamma,
-                phrase=phrase_drafting(preset) if preset else None,
+        s = settings[kind][category] if category else settings_from_flags(kind, FLAGS)
+        if (name, s) not in drafters:
+            drafters[(name, s)] = make_drafter(
+                kind, model.config, model.params, draft=draft, settings=s
             )
-        return drafters[(name, preset)]
+        return drafters[(name, s)]
 
-    first_sd = next((name for name, kind, _ in ours if kind == "sd"), None)
+    first_sd = next((name for name, kind, *_ in ours if kind == "sd"), None)
     draft_model = None
     if first_sd is not None:
-        d = drafter_for(first_sd, "sd", next(dr for n, _, dr in ours if n == first_sd), "")
+        d = drafter_for(first_sd, "sd", next(dr for n, _, dr, _ in ours if n == first_sd), "")
         draft_model = (d[0].config, d[1])
     warm_pools = {}  # (row name, preset) -> the pool carried to the next prompt
     peers, missing = _make_peers(model, draft_model, max(len(i) for i in ids) + max_new + 16)
@@ -261,15 +256,20 @@ def run_bench() -> dict:
     bar = tqdm(total=len(prompts) * n_rows, desc="bench", unit="run", file=sys.stderr)
     for index, ((cat, _), prompt) in enumerate(zip(prompts, ids, strict=True)):
         vanilla_tokens = None
-        for name, kind, draft in ours:
+        for name, kind, draft, accept in ours:
             bar.set_postfix_str(f"{cat}: {name}")
-            drafter, dparams = drafter_for(name, kind, draft, cat)
-            warm = name.endswith("[warm]")
-            pool_key = (name, _phrase_preset(cat))
+            drafter, dparams = drafter_for(name.split("+")[0], kind, draft, cat)
+            warm = name.split("+")[0].endswith("[warm]")
+            pool_key = (name, settings[kind][cat])
             if warm and pool_key in warm_pools:
                 dparams = dparams.replace(pool=warm_pools[pool_key])
+            policy = make_policy(accept)
             kw = dict(
-                max_new_tokens=max_new, eos_ids=model.eos_ids, drafter=drafter, draft_params=dparams
+                max_new_tokens=max_new,
+                eos_ids=model.eos_ids,
+                drafter=drafter,
+                draft_params=dparams,
+                acceptance=policy,
             )
             first = generate(model.config, model.params, [prompt], keep_state=warm, **kw)
             if warm:  # the next prompt starts from this one's pool; the timed runs from the old
@@ -292,7 +292,8 @@ def run_bench() -> dict:
                     seconds=secs,
                     compile_seconds=first.compile_seconds,
                     mismatch=toks != vanilla_tokens,
-                    lossless=True,
+                    lossless=policy.lossless,
+                    vanilla_agreement=_agreement(toks, vanilla_tokens),
                     **_peak_memory_mb(),
                 )
             )
@@ -323,6 +324,7 @@ def run_bench() -> dict:
                     # a mismatch is a numerical tie broken differently, reported, not a failure.
                     mismatch=run.tokens != vanilla_tokens,
                     lossless=False,
+                    vanilla_agreement=_agreement(run.tokens, vanilla_tokens),
                     **_peak_memory_mb(),
                 )
             )
@@ -346,7 +348,11 @@ def run_bench() -> dict:
         max_new_tokens=max_new,
         repeats=repeats,
         gamma=FLAGS.gamma,
-        phrase_presets={c: _phrase_preset(c) for c in sorted({c for c, _ in prompts})},
+        settings={
+            kind: {c: repr(s) for c, s in by_cat.items()}
+            for kind, by_cat in settings.items()
+            if dataclasses.fields(next(iter(by_cat.values())))
+        },
         command="python -m specjax.bench " + " ".join(sys.argv[1:]),
         raw=raw,
         unavailable=missing,
@@ -355,6 +361,13 @@ def run_bench() -> dict:
         weight_bytes=weight_bytes,
         roofline_tokens_per_s=bandwidth * 1e9 / weight_bytes,
     )
+
+
+def _agreement(tokens: list[int], vanilla: list[int]) -> float:
+    """Fraction of positions (over the longer output) where the tokens equal vanilla greedy's:
+    how far an approximate method strays from the target (1.0 for a lossless one)."""
+    n = max(len(tokens), len(vanilla), 1)
+    return sum(a == b for a, b in zip(tokens, vanilla, strict=False)) / n
 
 
 def aggregate(res: dict) -> dict:
@@ -380,6 +393,9 @@ def aggregate(res: dict) -> dict:
             tokens_per_s=tokens / secs if secs > 0 else 0.0,
             acceptance=(sum(r["accepted"] for r in rs) / drafted) if drafted else None,
             mismatches=sum(bool(r["mismatch"]) for r in rs),
+            lossless=all(r.get("lossless", False) for r in rs),
+            agreement=sum(r.get("vanilla_agreement", 0.0) * r["new_tokens"] for r in rs)
+            / max(tokens, 1),
             compile_s=statistics.median(r["compile_seconds"] for r in rs),
             peak_rss_mb=max(r["host_peak_rss_mb"] for r in rs),
         )
@@ -403,11 +419,14 @@ def summarize(res: dict) -> str:
         "",
         *(
             [
-                "ouroboros/lookahead settings per category (configs/phrase_drafting.py): "
-                + ", ".join(f"{c}: {p}" for c, p in res["phrase_presets"].items()),
+                "Method settings per category (specjax/methods.py, configs/): "
+                + "; ".join(
+                    f"{kind}: " + ", ".join(f"{c}: {s}" for c, s in by_cat.items())
+                    for kind, by_cat in res["settings"].items()
+                ),
                 "",
             ]
-            if any(r["method"].startswith(("ouroboros", "lookahead")) for r in res["raw"])
+            if res["settings"]
             else []
         ),
         "| category | method | prompts | tau | acceptance | tok/s | speedup vs vanilla "
@@ -420,9 +439,15 @@ def summarize(res: dict) -> str:
             if s is None:
                 continue
             acc = "-" if s["acceptance"] is None else f"{s['acceptance']:.2f}"
+            ours = not m.startswith(("transformers", "llama.cpp"))
+            check = (
+                f"{s['mismatches']}"
+                if s["lossless"] or not ours
+                else f"approximate: {s['agreement']:.2f} of tokens equal vanilla's"
+            )
             lines.append(
                 f"| {cat} | {m} | {s['prompts']} | {s['tau']:.2f} | {acc} | "
-                f"{s['tokens_per_s']:.1f} | {s['speedup']:.2f}x | {s['mismatches']} | "
+                f"{s['tokens_per_s']:.1f} | {s['speedup']:.2f}x | {check} | "
                 f"{s['compile_s']:.1f} | {s['peak_rss_mb']:.0f} |"
             )
     for name, why in res["unavailable"].items():
@@ -430,8 +455,9 @@ def summarize(res: dict) -> str:
     lines += [
         "",
         "tau = new tokens / target forwards (prefill included); speedups are to our vanilla in this "
-        "run. Mismatches of our methods must be 0 (they are lossless); a peer's count is numerical "
-        "ties broken by different kernels. 'first call' is compile (ours) or warm-up (peers).",
+        "run. Mismatches of our lossless methods must be 0; approximate rows (an acceptance policy "
+        "other than exact) report the fraction of their tokens equal to vanilla greedy's instead; "
+        "a peer's count is numerical ties broken by different kernels. 'first call' is compile (ours) or warm-up (peers).",
         "",
         "Verify cost c(T) = time of one forward over T new tokens / over 1 (context 256):",
         "",

@@ -25,16 +25,39 @@ class Candidates:
     q_probs: float32 [B, T, V] the (warped) distribution node i was *sampled* from, or None when
       the drafter chose its nodes deterministically (top-k, n-gram lookup, beams, phrases): the
       verifier then treats q as one-hot, which is exact (DESIGN "Verification").
+    needs_target: bool [B], or None (every row): rows whose block the target must check this
+      step. A row that does not need it (a learned verifier trusts its draft so far, SPRINTER)
+      emits nothing and keeps drafting; the target forward runs only when some active row needs
+      it, and `target_calls` counts only the rows that did. Such a row comes back to `update`
+      with n_path = 0 and `target_ran` False.
     """
 
     tokens: jax.Array
     parent: jax.Array
     q_probs: jax.Array | None = None
+    needs_target: jax.Array | None = None
 
     @property
     def num_drafted(self) -> jax.Array:
         """int32 [B] real draft nodes per row."""
         return jnp.sum(self.parent[:, 1:] != NO_PARENT, axis=1).astype(jnp.int32)
+
+
+@struct.dataclass
+class Prefill:
+    """The prompts as the target saw them, for a drafter's `init`.
+
+    Attributes:
+      tokens: int32 [B, P] right-padded prompts.
+      length: int32 [B] real prompt lengths.
+      hidden: [B, P, D] the target's final-norm hidden states at every prompt position (heads that
+        attend over the context start from them; a drafter that ignores them costs nothing, as
+        XLA drops what is never read).
+    """
+
+    tokens: jax.Array
+    length: jax.Array
+    hidden: jax.Array
 
 
 @struct.dataclass
@@ -66,6 +89,9 @@ class Verified:
       bonus: int32 [B] the target's own next token after the path: the new root.
       new_root_position: int32 [B] the bonus token's position.
       target_argmax: int32 [B, T] the target's argmax after every node (Ouroboros reuses it).
+      hidden: [B, T, D] the target's final-norm hidden state at every node of the block (a head
+        with its own context state appends the accepted path's: hidden[b, path[b, :n_path]]).
+      target_ran: bool [B] the target checked this row's block (see `Candidates.needs_target`).
       candidates: the block that was verified.
     """
 
@@ -75,6 +101,8 @@ class Verified:
     bonus: jax.Array
     new_root_position: jax.Array
     target_argmax: jax.Array
+    hidden: jax.Array
+    target_ran: jax.Array
     candidates: Candidates
 
 

@@ -9,8 +9,8 @@ import sys
 from absl import flags, logging
 
 from models.derived_cache import cache_root
+from models.errors import SpecjaxError
 from models.progress import show_phases
-from specjax.errors import SpecjaxError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool(

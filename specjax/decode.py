@@ -13,9 +13,10 @@ import sys
 
 from absl import app, flags
 
+from models.errors import SpecjaxError
+from specjax.acceptance import POLICIES, make_policy
 from specjax.cli import parse_flags, run_or_fail
-from specjax.drafters import AVAILABLE_METHODS, METHODS
-from specjax.errors import SpecjaxError
+from specjax.methods import REGISTRY, define_flags, method_with_needs, settings_from_flags
 from specjax.prompts import encode_prompt
 
 DEFAULT_PROMPT = "Explain in three sentences why the sky is blue."
@@ -30,7 +31,7 @@ flags.DEFINE_string(
     "Draft model for sd and ouroboros: a path, a trained draft directory, or self:N (the "
     "target's first N layers). Default: the draft shipped for the target, if any.",
 )
-flags.DEFINE_string("method", "vanilla", f"One of {'|'.join(METHODS)}.")
+flags.DEFINE_string("method", "vanilla", f"One of {'|'.join(REGISTRY)}.")
 flags.DEFINE_string("prompt", DEFAULT_PROMPT, "The prompt text.")
 flags.DEFINE_integer("max_new_tokens", 128, "Upper bound on generated tokens.")
 flags.DEFINE_float("temperature", 0.0, "0 is greedy; > 0 samples.")
@@ -40,15 +41,7 @@ flags.DEFINE_integer("seed", 0, "Sampling seed; the same seed gives the same tok
 flags.DEFINE_bool("chat", None, "Apply the chat template (default: on when the model has one).")
 flags.DEFINE_bool("json", False, "Print the result as one JSON object on the last line.")
 flags.DEFINE_string("dtype", "float32", "Parameter dtype: float32 or bfloat16.")
-flags.DEFINE_integer("gamma", 4, "sd: tokens the draft model proposes per step.")
-flags.DEFINE_integer("ngram_max", 3, "ngram: longest suffix matched against the context.")
-flags.DEFINE_integer("ngram_tokens", 10, "ngram: tokens proposed after a match.")
-flags.DEFINE_string(
-    "phrase_preset",
-    "chat",
-    "ouroboros/lookahead settings (configs/phrase_drafting.py): chat, code, math, summarization, "
-    "translation or cpu.",
-)
+define_flags(FLAGS)  # every registered method's settings (--gamma, --ngram_max, ...)
 flags.DEFINE_string(
     "pool",
     "",
@@ -58,34 +51,46 @@ flags.DEFINE_string(
 flags.DEFINE_integer(
     "max_cache_len", None, "Cap on prompt + new tokens (default: the model's context)."
 )
+flags.DEFINE_enum(
+    "accept",
+    "exact",
+    list(POLICIES),
+    "Acceptance policy for speculative methods: exact (lossless) or typical (Medusa's typical "
+    "acceptance; approximate, reported as lossless=false).",
+)
+flags.DEFINE_bool(
+    "stream",
+    None,
+    "Print the text as it is produced (default: on when stdout is a terminal; --json never streams).",
+)
 
 
 def _status(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run(argv_flags=FLAGS) -> dict:
-    """Loads, generates, returns the JSON-able result (raises SpecjaxError on bad input)."""
+def run(argv_flags=FLAGS, on_text=None) -> dict:
+    """Loads, generates, returns the JSON-able result (raises SpecjaxError on bad input).
+
+    `on_text(piece)`, when given, receives the new text as it is produced (streaming).
+    """
     from models.loading import load_model
-    from specjax.engine import generate
+    from specjax.engine import generate, stream
     from specjax.sampling import SamplingConfig
 
     method = argv_flags.method
-    if method not in METHODS:
-        raise SpecjaxError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
-    if method not in AVAILABLE_METHODS:
-        raise SpecjaxError(f"method {method} is not available yet")
+    spec = method_with_needs(method, pool=bool(argv_flags.pool))
+    settings = settings_from_flags(method, argv_flags)
     if argv_flags.max_new_tokens < 1:
         raise SpecjaxError(f"--max_new_tokens must be >= 1, got {argv_flags.max_new_tokens}")
     if argv_flags.max_cache_len is not None and argv_flags.max_cache_len < 2:
         raise SpecjaxError(f"--max_cache_len must be >= 2, got {argv_flags.max_cache_len}")
-    phrase = None
-    if argv_flags.pool and method not in ("ouroboros", "lookahead"):
-        raise SpecjaxError("--pool is for --method=ouroboros or lookahead")
-    if method in ("ouroboros", "lookahead"):
-        from configs.phrase_drafting import phrase_drafting
-
-        phrase = phrase_drafting(argv_flags.phrase_preset)
+    acceptance = make_policy(argv_flags.accept)
+    if not spec.speculative and argv_flags.accept != "exact":
+        raise SpecjaxError(
+            f"--accept={argv_flags.accept} needs a speculative method ({method} drafts nothing)"
+        )
+    keep_pool = bool(argv_flags.pool)
     sampling = SamplingConfig(argv_flags.temperature, argv_flags.top_k, argv_flags.top_p)
     _status(f"loading {argv_flags.model} ...")
     model = load_model(argv_flags.model, argv_flags.dtype)
@@ -95,25 +100,19 @@ def run(argv_flags=FLAGS) -> dict:
     if chat and not model.has_chat_template:
         raise SpecjaxError(f"--chat: {model.source} has no chat template")
     prompt_ids = encode_prompt(model.tokenizer, argv_flags.prompt, chat)
-    from specjax.drafters import make_drafter
+    from specjax.methods import make_drafter
 
     drafter, draft_params = make_drafter(
         method,
         model.config,
         model.params,
         draft=argv_flags.draft or None,
-        gamma=argv_flags.gamma,
-        max_ngram=argv_flags.ngram_max,
-        num_tokens=argv_flags.ngram_tokens,
         dtype=argv_flags.dtype,
-        phrase=phrase,
-        pool=argv_flags.pool if phrase is not None and os.path.isfile(argv_flags.pool) else None,
+        pool=argv_flags.pool if keep_pool and os.path.isfile(argv_flags.pool) else None,
+        settings=settings,
     )
     _status(f"generating with {method} (first call compiles) ...")
-    result = generate(
-        model.config,
-        model.params,
-        [prompt_ids],
+    kwargs = dict(
         max_new_tokens=argv_flags.max_new_tokens,
         sampling=sampling,
         eos_ids=model.eos_ids,
@@ -121,10 +120,17 @@ def run(argv_flags=FLAGS) -> dict:
         max_cache_len=argv_flags.max_cache_len,
         drafter=drafter,
         draft_params=draft_params,
-        keep_state=bool(phrase is not None and argv_flags.pool),
+        acceptance=acceptance,
+        keep_state=keep_pool,
     )
-    if phrase is not None and argv_flags.pool:
-        from specjax.drafters import pool_after
+    if on_text is None:
+        result = generate(model.config, model.params, [prompt_ids], **kwargs)
+    else:
+        tokens_stream = stream(model.config, model.params, [prompt_ids], **kwargs)
+        _print_as_produced(tokens_stream, model.tokenizer, on_text)
+        result = tokens_stream.result
+    if keep_pool:
+        from specjax.methods import pool_after
         from specjax.phrase_pool import save_pool
 
         save_pool(argv_flags.pool, pool_after(result))
@@ -142,22 +148,48 @@ def run(argv_flags=FLAGS) -> dict:
         "compile_seconds": result.compile_seconds,
         "tokens_per_s": result.tokens_per_s,
         "method": method,
+        "accept": argv_flags.accept if spec.speculative else None,
+        "lossless": spec.lossless and acceptance.lossless,
         "model": model.source,
         "prompt_tokens": len(prompt_ids),
         "chat": chat,
     }
 
 
+def _print_as_produced(tokens_stream, tokenizer, on_text) -> None:
+    """Decodes the growing answer after every chunk and hands on the new text; text that ends in
+    an incomplete UTF-8 sequence waits for the next chunk."""
+    tokens: list[int] = []
+    shown = ""
+    for chunk in tokens_stream:
+        tokens += chunk[0]
+        text = tokenizer.decode(tokens, skip_special_tokens=True)
+        if text.endswith("\ufffd") or not text.startswith(shown):
+            continue
+        if len(text) > len(shown):
+            on_text(text[len(shown) :])
+            shown = text
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    if text.startswith(shown) and len(text) > len(shown):
+        on_text(text[len(shown) :])
+
+
+def _write(piece: str) -> None:
+    sys.stdout.write(piece)
+    sys.stdout.flush()
+
+
 def main(argv: list[str]) -> None:
-    out = run_or_fail(argv, run, "--prompt='...'")
+    streaming = not FLAGS.json and (sys.stdout.isatty() if FLAGS.stream is None else FLAGS.stream)
+    out = run_or_fail(argv, lambda: run(FLAGS, _write if streaming else None), "--prompt='...'")
     if FLAGS.json:
         print(json.dumps(out))
-    else:
-        print(out["text"])
-        _status(
-            f"{out['new_tokens']} tokens in {out['seconds']:.2f}s ({out['tokens_per_s']:.1f} tok/s, "
-            f"tau {out['tau']:.2f}, compile {out['compile_seconds']:.1f}s)"
-        )
+        return
+    print("" if streaming else out["text"], flush=True)
+    _status(
+        f"{out['new_tokens']} tokens in {out['seconds']:.2f}s ({out['tokens_per_s']:.1f} tok/s, "
+        f"tau {out['tau']:.2f}, compile {out['compile_seconds']:.1f}s)"
+    )
 
 
 if __name__ == "__main__":

@@ -20,14 +20,15 @@ import numpy as np
 from flax import struct
 from jax.sharding import Mesh
 
+from models.cache import KVCache, init_cache
 from models.config import ModelConfig
+from models.errors import SpecjaxError
 from models.transformer import ModelParams, causal_mask, forward, hidden_states, lm_logits
-from specjax.cache import KVCache, init_cache
-from specjax.candidates import Candidates, DraftContext, Verified, tree_mask
-from specjax.errors import SpecjaxError
+from specjax.acceptance import AcceptancePolicy, ExactAcceptance
+from specjax.candidates import Candidates, DraftContext, Prefill, Verified, tree_mask
+from specjax.drafter import Drafter
 from specjax.sampling import SamplingConfig, sample_token
 from specjax.sharding import batch_sharding, constrain_cache
-from specjax.verify import verify
 
 MIN_PROMPT_BUCKET = 32
 PAD_TOKEN = 0  # written into prompt padding; never attended to.
@@ -36,11 +37,15 @@ NO_TOKEN = -1  # fills the output buffer past each row's end.
 
 @dataclasses.dataclass(frozen=True)
 class DecodeSpec:
-    """Static description of one generate call (hashable: a jit static argument)."""
+    """Static description of one generate call (hashable: a jit static argument).
+
+    `acceptance` judges speculative blocks (`specjax.acceptance`); vanilla decoding ignores it.
+    """
 
     max_new_tokens: int
     sampling: SamplingConfig = SamplingConfig()
     eos_ids: tuple[int, ...] = ()
+    acceptance: AcceptancePolicy = ExactAcceptance()
 
 
 @struct.dataclass
@@ -116,8 +121,11 @@ def prefill(
     row_keys: jax.Array,
     cache_len: int,
     mesh: Mesh | None = None,
-) -> DecodeState:
-    """Runs the padded prompts through the target and emits each row's first token."""
+) -> tuple[DecodeState, jax.Array]:
+    """Runs the padded prompts through the target and emits each row's first token.
+
+    Also returns the target's hidden states at every prompt position, [B, P, D], for drafters.
+    """
     B, P = prompt_BP.shape
     cache = init_cache(config.L, B, config.K, cache_len, config.H, params.dtype)
     cache = constrain_cache(cache, mesh)
@@ -140,7 +148,7 @@ def prefill(
         last_hidden=last_hidden[:, 0],
     )
     first = _sample_rows(row_keys, state.num_new, logits, spec.sampling)
-    return emit_tokens(state, spec, first[:, None], jnp.ones((B,), jnp.int32))
+    return emit_tokens(state, spec, first[:, None], jnp.ones((B,), jnp.int32)), hidden
 
 
 def vanilla_step(
@@ -159,9 +167,11 @@ def vanilla_step(
     return emit_tokens(state, spec, token[:, None], jnp.ones((B,), jnp.int32))
 
 
-def _target_block(config, params, cands: Candidates, cache: KVCache, any_draft):
-    """One target forward over the block; when no row drafted anything, a 1-token forward instead
-    (same outputs at slot 0, so n-gram lookup without a match costs what vanilla costs)."""
+def _target_block(config, params, cands: Candidates, cache: KVCache, any_needed, any_draft):
+    """One target forward over the block. When no row drafted anything, a 1-token forward instead
+    (same outputs at slot 0, so n-gram lookup without a match costs what vanilla costs); when no
+    row needs the target at all (`any_needed` False; None for drafters that never skip, which
+    keeps their program as it was), no forward (zeros, and nothing is accepted)."""
     B, T = cands.tokens.shape
     depth, mask = tree_mask(cands.parent)
 
@@ -181,7 +191,15 @@ def _target_block(config, params, cands: Candidates, cache: KVCache, any_draft):
             new_cache.replace(length=new_cache.length + T - 1),
         )
 
-    return jax.lax.cond(any_draft, full, root_only, cache)
+    def skip(cache):
+        logits = jnp.zeros((B, T, config.V), params.dtype)
+        hidden = jnp.zeros((B, T, config.D), params.dtype)
+        return logits, hidden, cache.replace(length=cache.length + T)
+
+    if any_needed is None:  # the drafter never skips the target: the two-way choice only
+        return jax.lax.cond(any_draft, full, root_only, cache)
+    branch = jnp.where(any_needed, jnp.where(any_draft, 2, 1), 0)
+    return jax.lax.switch(branch, (skip, root_only, full), cache)
 
 
 def speculative_step(
@@ -192,7 +210,7 @@ def speculative_step(
     draft_params,
     state: DecodeState,
 ) -> DecodeState:
-    """draft -> one target forward over the block -> verify -> commit -> update drafter -> emit."""
+    """propose -> one target forward over the block -> accept -> commit -> update -> emit."""
     B = state.next_token.shape[0]
     step_keys = jax.vmap(jax.random.fold_in)(state.row_keys, state.num_new)
     split = jax.vmap(lambda k: jax.random.split(k, 2))(step_keys)
@@ -208,17 +226,27 @@ def speculative_step(
         draft_params, state.draft_state, ctx, draft_keys, spec.sampling
     )
     T = cands.tokens.shape[1]
-    num_drafted = jnp.where(state.done, 0, cands.num_drafted)
+    active = ~state.done
+    needed = active if cands.needs_target is None else active & cands.needs_target
+    num_drafted = jnp.where(needed, cands.num_drafted, 0)
+    may_skip = cands.needs_target is not None  # static: only such drafters get the third branch
     logits, hidden, new_cache = _target_block(
-        config, params, cands, cache, jnp.any(num_drafted > 0)
+        config,
+        params,
+        cands,
+        cache,
+        jnp.any(needed) if may_skip else None,
+        jnp.any(num_drafted > 0),
     )
-    path, n_path, bonus = verify(verify_keys, logits, cands, spec.sampling)
+    path, n_path, bonus = spec.acceptance.accept(verify_keys, logits, cands, spec.sampling)
+    n_path = jnp.where(needed, n_path, 0)  # a row the target skipped keeps nothing
     new_cache = new_cache.commit(T, path, n_path)
     rows = jnp.arange(B)[:, None]
     path_tokens = cands.tokens[rows, path]
     emitted = jnp.concatenate([path_tokens[:, 1:], jnp.zeros((B, 1), jnp.int32)], axis=1)
-    emitted = emitted.at[jnp.arange(B), n_path - 1].set(bonus)
-    last = path[jnp.arange(B), n_path - 1]
+    last_slot = jnp.maximum(n_path - 1, 0)
+    emitted = emitted.at[jnp.arange(B), last_slot].set(bonus)
+    last = path[jnp.arange(B), last_slot]
     verified = Verified(
         path=path,
         n_path=n_path,
@@ -226,17 +254,18 @@ def speculative_step(
         bonus=bonus,
         new_root_position=cache.length + n_path,
         target_argmax=jnp.argmax(logits, axis=-1).astype(jnp.int32),
+        hidden=hidden,
+        target_ran=needed,
         candidates=cands,
     )
     draft_state = drafter.update(draft_params, draft_state, verified)
-    active = ~state.done
     state = state.replace(
         cache=new_cache,
         draft_state=draft_state,
-        last_hidden=jnp.where(active[:, None], hidden[jnp.arange(B), last], state.last_hidden),
-        target_calls=state.target_calls + active,
+        last_hidden=jnp.where(needed[:, None], hidden[jnp.arange(B), last], state.last_hidden),
+        target_calls=state.target_calls + needed,
         drafted=state.drafted + num_drafted,
-        accepted=state.accepted + jnp.where(active, n_path - 1, 0),
+        accepted=state.accepted + jnp.where(needed, n_path - 1, 0),
     )
     after = emit_tokens(state, spec, emitted, n_path)
     # The cache keeps the root and the emitted tokens before the new root: when EOS or the budget
@@ -246,21 +275,63 @@ def speculative_step(
     return after.replace(cache=after.cache.replace(length=length))
 
 
+def _step_fn(config, spec, drafter, params, draft_params):
+    if drafter is None:
+        return lambda s: vanilla_step(config, params, spec, s)
+    return lambda s: speculative_step(config, params, spec, drafter, draft_params, s)
+
+
+def _start(
+    config, spec, drafter, params, draft_params, prompt_BP, prompt_len_B, row_keys, cache_len, mesh
+) -> DecodeState:
+    """Prefill, the first token, and the drafter's initial state."""
+    state, hidden_BPD = prefill(
+        config, params, spec, prompt_BP, prompt_len_B, row_keys, cache_len, mesh
+    )
+    if drafter is not None:
+        prompt = Prefill(tokens=prompt_BP, length=prompt_len_B, hidden=hidden_BPD)
+        state = state.replace(draft_state=drafter.init(draft_params, prompt, cache_len))
+    return state
+
+
 def _decode(
     config, spec, drafter, params, draft_params, prompt_BP, prompt_len_B, row_keys, cache_len, mesh
-):
-    state = prefill(config, params, spec, prompt_BP, prompt_len_B, row_keys, cache_len, mesh)
-    if drafter is None:
-        step = lambda s: vanilla_step(config, params, spec, s)
-    else:
-        state = state.replace(
-            draft_state=drafter.init(draft_params, prompt_BP, prompt_len_B, cache_len)
-        )
-        step = lambda s: speculative_step(config, params, spec, drafter, draft_params, s)
+) -> DecodeState:
+    """The fused driver: start, then steps until every row is done, in one jitted call."""
+    state = _start(
+        config,
+        spec,
+        drafter,
+        params,
+        draft_params,
+        prompt_BP,
+        prompt_len_B,
+        row_keys,
+        cache_len,
+        mesh,
+    )
+    step = _step_fn(config, spec, drafter, params, draft_params)
     return jax.lax.while_loop(lambda s: ~jnp.all(s.done), step, state)
 
 
+def _advance(config, spec, drafter, max_steps, params, draft_params, state) -> DecodeState:
+    """The streaming driver's chunk: at most `max_steps` of the same step, state donated."""
+    step = _step_fn(config, spec, drafter, params, draft_params)
+
+    def cond(carry):
+        i, s = carry
+        return (i < max_steps) & ~jnp.all(s.done)
+
+    def body(carry):
+        i, s = carry
+        return i + 1, step(s)
+
+    return jax.lax.while_loop(cond, body, (jnp.int32(0), state))[1]
+
+
 _decode_jit = jax.jit(_decode, static_argnums=(0, 1, 2, 8, 9))
+_start_jit = jax.jit(_start, static_argnums=(0, 1, 2, 8, 9))
+_advance_jit = jax.jit(_advance, static_argnums=(0, 1, 2, 3), donate_argnums=(6,))
 
 
 @dataclasses.dataclass
@@ -308,29 +379,47 @@ def prompt_bucket(n: int) -> int:
 _COMPILED: dict = {}
 
 
-def generate(
+@dataclasses.dataclass(frozen=True)
+class _Call:
+    """One generate/stream call made ready for the jitted drivers."""
+
+    config: ModelConfig
+    spec: DecodeSpec
+    drafter: Any
+    cache_len: int
+    mesh: Mesh | None
+    args: tuple  # (params, draft_params, prompt_BP, prompt_len_B, row_keys)
+
+    @property
+    def batch(self) -> int:
+        return self.args[2].shape[0]
+
+    def compiled(self, name: str, fn, *static) -> tuple[Any, float]:
+        """The AOT-compiled driver for this call's shapes, and the seconds its compile took."""
+        signature = jax.tree.map(lambda x: (x.shape, x.dtype, x.sharding), self.args)
+        key = (name, self.config, self.spec, self.drafter, self.cache_len, self.mesh, signature)
+        if key in _COMPILED:
+            return _COMPILED[key], 0.0
+        t0 = time.perf_counter()
+        _COMPILED[key] = fn(*static)
+        return _COMPILED[key], time.perf_counter() - t0
+
+
+def _prepare(
     config: ModelConfig,
     params: ModelParams,
     prompts: Sequence[Sequence[int]],
-    *,
     max_new_tokens: int,
-    sampling: SamplingConfig = SamplingConfig(),
-    eos_ids: Sequence[int] = (),
-    seed: int | Sequence[int] = 0,
-    max_cache_len: int | None = None,
-    mesh: Mesh | None = None,
-    drafter: Any = None,
-    draft_params: Any = None,
-    keep_state: bool = False,
-) -> GenerationResult:
-    """Decodes a batch of token-id prompts of different lengths in one jitted loop.
-
-    `drafter` None is vanilla decoding; otherwise a drafter from `specjax.drafters` (a hashable,
-    static description) with its `draft_params` pytree (e.g. the draft model's weights).
-    `keep_state` returns the final DecodeState (device arrays, caches included) for inspection.
-    With a mesh, `params` should already be placed by `specjax.sharding.shard_params`; prompts go
-    batch-sharded on "data" and the cache is constrained to the cache rules.
-    """
+    sampling: SamplingConfig,
+    eos_ids: Sequence[int],
+    seed: int | Sequence[int],
+    max_cache_len: int | None,
+    mesh: Mesh | None,
+    drafter: Drafter | None,
+    draft_params: Any,
+    acceptance: AcceptancePolicy,
+) -> _Call:
+    """Checks the prompts and pads them into one static-shape batch."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise SpecjaxError("every prompt needs at least one token")
     if max_new_tokens < 1:
@@ -353,28 +442,20 @@ def generate(
     prompt_len_B = np.array([len(p) for p in prompts], np.int32)
     seeds = [seed] * B if isinstance(seed, int) else list(seed)
     row_keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))  # one op, any B
-    spec = DecodeSpec(max_new_tokens, sampling, tuple(int(e) for e in eos_ids))
+    spec = DecodeSpec(max_new_tokens, sampling, tuple(int(e) for e in eos_ids), acceptance)
     block = 1 if drafter is None else drafter.block_size
     cache_len = P + max_new_tokens + block + 1  # slack: a full block may be written past the end
     rows = (jnp.asarray(prompt_BP), jnp.asarray(prompt_len_B), row_keys)
     if mesh is not None:
         rows = tuple(jax.device_put(x, batch_sharding(mesh, x.shape)) for x in rows)
-    args = (params, draft_params, *rows)
-    signature = jax.tree.map(lambda x: (x.shape, x.dtype, x.sharding), args)
-    key = (config, spec, drafter, cache_len, mesh, signature)
-    compile_seconds = 0.0
-    if key not in _COMPILED:
-        t0 = time.perf_counter()
-        _COMPILED[key] = _decode_jit.lower(config, spec, drafter, *args, cache_len, mesh).compile()
-        compile_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    state = _COMPILED[key](*args)
-    state = jax.block_until_ready(state)
-    seconds = time.perf_counter() - t0
+    return _Call(config, spec, drafter, cache_len, mesh, (params, draft_params, *rows))
+
+
+def _result(state: DecodeState, seconds: float, compile_seconds: float, keep_state: bool):
     out = np.asarray(state.out_tokens)
     num_new = np.asarray(state.num_new)
     return GenerationResult(
-        tokens=[out[b, : num_new[b]].tolist() for b in range(B)],
+        tokens=[out[b, : num_new[b]].tolist() for b in range(out.shape[0])],
         target_calls=np.asarray(state.target_calls).tolist(),
         drafted=np.asarray(state.drafted).tolist(),
         accepted=np.asarray(state.accepted).tolist(),
@@ -382,3 +463,115 @@ def generate(
         compile_seconds=compile_seconds,
         final_state=state if keep_state else None,
     )
+
+
+def generate(
+    config: ModelConfig,
+    params: ModelParams,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    sampling: SamplingConfig = SamplingConfig(),
+    eos_ids: Sequence[int] = (),
+    seed: int | Sequence[int] = 0,
+    max_cache_len: int | None = None,
+    mesh: Mesh | None = None,
+    drafter: Drafter | None = None,
+    draft_params: Any = None,
+    acceptance: AcceptancePolicy = ExactAcceptance(),
+    keep_state: bool = False,
+) -> GenerationResult:
+    """Decodes a batch of token-id prompts of different lengths in one jitted loop.
+
+    `drafter` None is vanilla decoding; otherwise a drafter from `specjax.drafters` (a hashable,
+    static description, see `specjax.drafter.Drafter`) with its `draft_params` pytree (e.g. the
+    draft model's weights), judged by `acceptance` (exact by default; see `specjax.acceptance`).
+    `keep_state` returns the final DecodeState (device arrays, caches included) for inspection.
+    With a mesh, `params` should already be placed by `specjax.sharding.shard_params`; prompts go
+    batch-sharded on "data" and the cache is constrained to the cache rules.
+    """
+    call = _prepare(
+        config, params, prompts, max_new_tokens, sampling, eos_ids, seed, max_cache_len, mesh,
+        drafter, draft_params, acceptance,
+    )  # fmt: skip
+    c = call
+    run, compile_seconds = c.compiled(
+        "decode",
+        lambda: _decode_jit.lower(
+            c.config, c.spec, c.drafter, *c.args, c.cache_len, c.mesh
+        ).compile(),
+    )
+    t0 = time.perf_counter()
+    state = jax.block_until_ready(run(*c.args))
+    return _result(state, time.perf_counter() - t0, compile_seconds, keep_state)
+
+
+class TokenStream:
+    """Iterating yields, chunk by chunk, each row's new tokens (a list per row, maybe empty);
+    once exhausted, `result` holds the same GenerationResult `generate` returns."""
+
+    def __init__(self, call: _Call, steps_per_chunk: int, keep_state: bool):
+        self._call, self._k, self._keep = call, steps_per_chunk, keep_state
+        self.result: GenerationResult | None = None
+
+    def __iter__(self):
+        c, k = self._call, self._k
+        params, draft_params = c.args[:2]
+        start, t_start = c.compiled(
+            "start",
+            lambda: _start_jit.lower(
+                c.config, c.spec, c.drafter, *c.args, c.cache_len, c.mesh
+            ).compile(),
+        )
+        t0 = time.perf_counter()
+        state = start(*c.args)
+        seconds = time.perf_counter() - t0
+        advance, t_advance = c.compiled(
+            f"advance{k}",
+            lambda: _advance_jit.lower(
+                c.config, c.spec, c.drafter, k, params, draft_params, state
+            ).compile(),
+        )
+        sent = np.zeros((c.batch,), np.int64)
+        while True:
+            t0 = time.perf_counter()
+            out, num_new, done = jax.device_get((state.out_tokens, state.num_new, state.done))
+            seconds += time.perf_counter() - t0
+            yield [out[b, sent[b] : num_new[b]].tolist() for b in range(c.batch)]
+            sent = num_new.astype(np.int64)
+            if done.all():
+                break
+            t0 = time.perf_counter()
+            state = advance(params, draft_params, state)
+            state.num_new.block_until_ready()
+            seconds += time.perf_counter() - t0
+        self.result = _result(state, seconds, t_start + t_advance, self._keep)
+
+
+def stream(
+    config: ModelConfig,
+    params: ModelParams,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    sampling: SamplingConfig = SamplingConfig(),
+    eos_ids: Sequence[int] = (),
+    seed: int | Sequence[int] = 0,
+    max_cache_len: int | None = None,
+    mesh: Mesh | None = None,
+    drafter: Drafter | None = None,
+    draft_params: Any = None,
+    acceptance: AcceptancePolicy = ExactAcceptance(),
+    steps_per_chunk: int = 4,
+    keep_state: bool = False,
+) -> TokenStream:
+    """`generate`, but yielding tokens as they are accepted: the same jitted step, run in chunks
+    of at most `steps_per_chunk` steps (a jitted `while_loop` with the state donated), with one
+    host read per chunk. Same arguments and same tokens as `generate`."""
+    if steps_per_chunk < 1:
+        raise SpecjaxError(f"steps_per_chunk must be >= 1, got {steps_per_chunk}")
+    call = _prepare(
+        config, params, prompts, max_new_tokens, sampling, eos_ids, seed, max_cache_len, mesh,
+        drafter, draft_params, acceptance,
+    )  # fmt: skip
+    return TokenStream(call, steps_per_chunk, keep_state)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from specjax.errors import SpecjaxError
+from models.errors import SpecjaxError
 
 EMPTY = -1  # key_token of an unused entry
 POOL_FORMAT = "specjax-phrase-pool-v1"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from specjax.errors import SpecjaxError
+from models.errors import SpecjaxError
 
 
 def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:

@@ -11,7 +11,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from specjax.errors import SpecjaxError
+from models.errors import SpecjaxError
 
 
 @dataclasses.dataclass(frozen=True)

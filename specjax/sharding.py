@@ -12,8 +12,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from models.cache import KVCache
 from models.transformer import LayerParams, ModelParams
-from specjax.cache import KVCache
 
 MESH_AXES = ("data", "model")
 

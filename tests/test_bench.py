@@ -62,6 +62,7 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory):
             f"--model={model_dir}",
             f"--prompts={prompts}",
             "--methods=vanilla,ngram,ouroboros,lookahead",
+            "--accept=exact,typical",
             "--draft=self:1",
             "--phrase_preset=cpu",
             "--peers=transformers,llamacpp",
@@ -99,6 +100,17 @@ def test_lossless_methods_match_vanilla(bench_run):
     assert all(not r["mismatch"] for r in ours)
 
 
+def test_approximate_rows_report_their_agreement_with_vanilla(bench_run):
+    """--accept=typical adds one row per speculative method, marked approximate; greedy typical
+    acceptance keeps vanilla's tokens, so the agreement is 1 and the table says approximate."""
+    out, res = bench_run
+    typical = [r for r in res["raw"] if r["method"].endswith("+typical")]
+    assert len(typical) == 10  # ngram, ouroboros and lookahead (cold, warm), two prompts
+    assert all(not r["lossless"] and r["vanilla_agreement"] == 1.0 for r in typical)
+    assert "| ngram+typical | 2 |" in (out / "results.md").read_text()
+    assert "approximate: 1.00 of tokens equal vanilla's" in (out / "results.md").read_text()
+
+
 @pytest.mark.parametrize("method", ["ngram", "ouroboros[cold]", "lookahead[warm]"])
 def test_drafters_draft_on_repetitive_prompts(bench_run, method):
     _, res = bench_run
@@ -107,7 +119,9 @@ def test_drafters_draft_on_repetitive_prompts(bench_run, method):
 
 def test_phrase_settings_are_reported(bench_run):
     out, res = bench_run
-    assert res["phrase_presets"] == {"play": "cpu", "story": "cpu"}
+    for kind in ("ouroboros", "lookahead"):
+        assert set(res["settings"][kind]) == {"play", "story"}
+        assert all("preset='cpu'" in s for s in res["settings"][kind].values())
     assert "settings per category" in (out / "results.md").read_text()
 
 

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from models.cache import init_cache
 from models.config import ModelConfig
 from models.hf_checkpoint import params_from_hf, read_hf_dir
 from models.transformer import causal_mask, forward
-from specjax.cache import init_cache
 from tests.hf_reference import make_tiny_hf_model
 
 _forward = jax.jit(forward, static_argnums=0)

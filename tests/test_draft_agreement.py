@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from models.transformer import init_params
-from specjax.drafters import make_drafter
 from specjax.engine import generate
+from specjax.methods import make_drafter
 from tests.test_speculative import PROMPTS, TARGET
 from train_heads.draft_agreement import agreement_mask, greedy_sd_steps
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from models.config import ModelConfig
+from models.errors import SpecjaxError
 from models.hf_checkpoint import params_from_hf, read_hf_dir
 from models.transformer import init_params
 from specjax import engine
+from specjax.drafters.ngram import NgramDrafter
 from specjax.engine import generate
-from specjax.errors import SpecjaxError
 from specjax.sampling import SamplingConfig
 from tests.hf_reference import make_tiny_hf_model
 
@@ -99,3 +103,72 @@ def test_sampling_follows_the_warped_distribution():
     keep = p > 0
     expected = p[keep] / p[keep].sum() * 20000
     assert stats.chisquare(counts[keep], expected).pvalue > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# A step may skip the target for some rows (Candidates.needs_target, SPRINTER's room).
+
+
+@dataclasses.dataclass(frozen=True)
+class SkippingNgram(NgramDrafter):
+    """n-gram drafting that, on steps chosen by a per-row counter, tells the engine the target
+    need not run: row 0 skips every other step, row 1 never, row 2 every third step."""
+
+    @property
+    def block_size(self) -> int:
+        return super().block_size
+
+    def init(self, params, prefill, cache_len):
+        inner = super().init(params, prefill, cache_len)
+        return (inner, jnp.zeros(prefill.length.shape, jnp.int32))
+
+    def propose(self, params, state, ctx, keys, sampling):
+        inner, steps = state
+        cands, inner = super().propose(params, inner, ctx, keys, sampling)
+        period = jnp.asarray([2, 10**6, 3], jnp.int32)[: steps.shape[0]]
+        skip = (steps % period) == period - 1
+        return cands.replace(needs_target=~skip), (inner, steps + 1)
+
+    def update(self, params, state, verified):
+        inner, steps = state
+        ran = verified.target_ran
+        updated = super().update(params, inner, verified)
+        inner = jax.tree.map(lambda new, old: jnp.where(_rows(ran, new), new, old), updated, inner)
+        return (inner, steps)
+
+
+def _rows(mask_B, x):
+    return mask_B.reshape(mask_B.shape + (1,) * (x.ndim - 1))
+
+
+def test_target_calls_count_only_real_target_runs(tiny_params, monkeypatch):
+    """A forward counter (a host callback inside the forward) against `target_calls`. A skipped
+    step emits nothing and leaves the drafter as it was, so each row makes exactly the target
+    calls plain n-gram drafting makes, however many steps it skipped in between; a step where no
+    row needs the target runs no forward at all."""
+    runs = []
+    real_forward = engine.forward
+
+    def counted_forward(*args, **kwargs):
+        jax.debug.callback(lambda: runs.append(1))
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "forward", counted_forward)
+    kw = dict(max_new_tokens=24)
+    vanilla = generate(TINY, tiny_params, PROMPTS, **kw)
+    plain = generate(TINY, tiny_params, PROMPTS, drafter=NgramDrafter(2, 3), **kw)
+    skipping = SkippingNgram(max_ngram=2, num_tokens=3)
+    runs.clear()
+    r = generate(TINY, tiny_params, PROMPTS, drafter=skipping, keep_state=True, **kw)
+    assert r.tokens == vanilla.tokens
+    assert r.target_calls == plain.target_calls
+    proposals = np.asarray(r.final_state.draft_state[1])
+    calls = np.asarray(r.target_calls) - 1  # the prefill is one call per row
+    assert proposals[0] > calls[0] and proposals[2] > calls[2]  # rows 0 and 2 really skipped
+    assert max(calls) <= len(runs) <= sum(calls)
+
+    runs.clear()  # one row: every skipped step is a step with no forward
+    one = generate(TINY, tiny_params, PROMPTS[:1], drafter=skipping, keep_state=True, **kw)
+    assert one.tokens == vanilla.tokens[:1]
+    assert one.target_calls[0] - 1 == len(runs)
+    assert int(one.final_state.draft_state[1][0]) > len(runs)

@@ -14,8 +14,8 @@ import pytest
 
 from models import embedded
 from models.config import ModelConfig
+from models.errors import SpecjaxError
 from models.gguf_checkpoint import read_gguf
-from specjax.errors import SpecjaxError
 
 # ---------------------------------------------------------------------------------------------
 # Tiny synthetic GGUF files, written the way llama.cpp's convert_hf_to_gguf.py writes them.

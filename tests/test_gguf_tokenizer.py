@@ -12,10 +12,10 @@ import gguf
 import numpy as np
 import pytest
 
+from models.errors import SpecjaxError
 from models.gguf_checkpoint import open_gguf, tokenizer_fields
 from models.gguf_tokenizer import tokenizer_from_gguf
 from models.llama2c import FIRST_BYTE_ID, NUM_BYTE_TOKENS, _hf_piece, read_tokenizer
-from specjax.errors import SpecjaxError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TOK512 = DATA / "tok512.bin"

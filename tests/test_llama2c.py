@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.errors import SpecjaxError
 from models.llama2c import convert, interleaved_to_half_rotary, read_checkpoint
-from specjax.errors import SpecjaxError
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

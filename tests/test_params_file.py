@@ -12,9 +12,9 @@ import pytest
 from safetensors.numpy import save_file
 
 from models.config import ModelConfig
+from models.errors import SpecjaxError
 from models.params_file import LAYOUT, load_params, named_leaves, save_params
 from models.transformer import init_params
-from specjax.errors import SpecjaxError
 
 LLAMA = ModelConfig("qwen2", V=64, D=16, L=2, F=24, Q=4, K=2, H=4, qkv_bias=True)
 GPT2 = ModelConfig(

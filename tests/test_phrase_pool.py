@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from specjax.errors import SpecjaxError
+from models.errors import SpecjaxError
 from specjax.phrase_pool import (
     broadcast_rows,
     empty_pool,

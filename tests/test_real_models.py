@@ -13,12 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from models.cache import init_cache
+from models.errors import SpecjaxError
 from models.loading import Model, load_model
 from models.transformer import causal_mask, forward
-from specjax.cache import init_cache
 from specjax.decode import encode_prompt
 from specjax.engine import GenerationResult, generate
-from specjax.errors import SpecjaxError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CHECKPOINT = DATA / "stories260K.bin"
@@ -191,13 +191,12 @@ def test_smollm2_speculative_greedy_equals_vanilla(
     whose steps cost more on CPU; a greedy prefix is still a full check), EOS honoured. draft None
     is the trained draft shipped in models/drafts for this target."""
     from configs.phrase_drafting import phrase_drafting
-    from specjax.drafters import make_drafter
     from specjax.engine import generate
+    from specjax.methods import make_drafter
 
     phrase = phrase_drafting("cpu") if method in ("ouroboros", "lookahead") else None
-    drafter, dparams = make_drafter(
-        method, smollm2.config, smollm2.params, draft=draft, gamma=4, phrase=phrase
-    )
+    extra = {"phrase": phrase} if phrase is not None else {"gamma": 4} if method == "sd" else {}
+    drafter, dparams = make_drafter(method, smollm2.config, smollm2.params, draft=draft, **extra)
     n = 32 if phrase is not None else 64
     spec = generate(
         smollm2.config,

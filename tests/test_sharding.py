@@ -17,10 +17,10 @@ SCRIPT = textwrap.dedent(
     assert jax.device_count() == 8, jax.devices()
     from models.config import ModelConfig
     from models.transformer import init_params, forward, causal_mask
-    from specjax.cache import init_cache
+    from models.cache import init_cache
     from specjax.engine import generate
     from specjax.sampling import SamplingConfig
-    from specjax.drafters import make_drafter
+    from specjax.methods import make_drafter
     from specjax.sharding import make_mesh, shard_params, constrain_cache
 
     config = ModelConfig(model_type="qwen2", V=128, D=64, L=2, F=128, Q=8, K=4, H=8,
@@ -46,8 +46,9 @@ SCRIPT = textwrap.dedent(
                           seed=3, mesh=mesh)
         assert plain.tokens == meshed.tokens, (plain.tokens, meshed.tokens)
         for method, draft in (("sd", "self:1"), ("ngram", None)):
-            drafter, dparams = make_drafter(method, config, params, draft=draft, gamma=3)
-            _, sharded_dparams = make_drafter(method, config, sharded, draft=draft, gamma=3)
+            extra = {"gamma": 3} if method == "sd" else {}
+            drafter, dparams = make_drafter(method, config, params, draft=draft, **extra)
+            _, sharded_dparams = make_drafter(method, config, sharded, draft=draft, **extra)
             kw = dict(max_new_tokens=12, sampling=sampling, seed=3, drafter=drafter)
             plain = generate(config, params, prompts, draft_params=dparams, **kw)
             meshed = generate(config, sharded, prompts, draft_params=sharded_dparams, mesh=mesh, **kw)

@@ -10,13 +10,14 @@ import pytest
 from scipy import stats
 
 from configs.phrase_drafting import phrase_drafting
+from models.cache import init_cache
 from models.config import ModelConfig
+from models.errors import SpecjaxError
 from models.loading import Model
 from models.transformer import causal_mask, forward, init_params
-from specjax.cache import init_cache
-from specjax.drafters import make_drafter
-from specjax.engine import generate
-from specjax.errors import SpecjaxError
+from specjax.acceptance import ExactAcceptance, TypicalAcceptance
+from specjax.engine import generate, stream
+from specjax.methods import make_drafter
 from specjax.sampling import SamplingConfig, probabilities
 
 TARGET = ModelConfig(model_type="llama", V=64, D=32, L=4, F=64, Q=4, K=2, H=8, max_positions=256)
@@ -49,8 +50,10 @@ def draft_model():
 
 def _drafter(name, target, draft_model, **kw):
     method, draft = METHODS[name]
-    if method in ("ouroboros", "lookahead"):
-        kw = {"phrase": PHRASE, **kw}
+    if method in ("ouroboros", "lookahead"):  # gamma is PHRASE's
+        kw = {"phrase": PHRASE}
+    elif method == "ngram":
+        kw = {}
     return make_drafter(
         method, TARGET, target, draft=draft_model if draft == "other" else draft, **kw
     )
@@ -67,6 +70,44 @@ def test_greedy_equals_vanilla(name, batch, target, draft_model):
     )
     assert spec.tokens == vanilla.tokens
     assert sum(spec.target_calls) < sum(vanilla.target_calls) or name.endswith("other_model")
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_typical_acceptance_at_temperature_zero_equals_vanilla(name, target, draft_model):
+    vanilla = generate(TARGET, target, PROMPTS, max_new_tokens=40)
+    drafter, dparams = _drafter(name, target, draft_model, gamma=4)
+    typical = generate(
+        TARGET,
+        target,
+        PROMPTS,
+        max_new_tokens=40,
+        drafter=drafter,
+        draft_params=dparams,
+        acceptance=TypicalAcceptance(),
+    )
+    assert typical.tokens == vanilla.tokens
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0], ids=["greedy", "sampled"])
+@pytest.mark.parametrize("name", ["vanilla", *METHODS])
+def test_stream_yields_exactly_the_tokens_of_generate(name, temperature, target, draft_model):
+    drafter, dparams = (None, None)
+    if name != "vanilla":
+        drafter, dparams = _drafter(name, target, draft_model, gamma=3)
+    kw = dict(
+        max_new_tokens=33,
+        sampling=SamplingConfig(temperature=temperature),
+        seed=[1, 2, 3],
+        drafter=drafter,
+        draft_params=dparams,
+    )
+    fused = generate(TARGET, target, PROMPTS, **kw)
+    chunks = stream(TARGET, target, PROMPTS, steps_per_chunk=3, **kw)
+    pieces = list(chunks)
+    assert len(pieces) > 2
+    assert [sum((p[b] for p in pieces), []) for b in range(len(PROMPTS))] == fused.tokens
+    assert chunks.result.tokens == fused.tokens
+    assert chunks.result.target_calls == fused.target_calls
 
 
 def test_self_draft_accepts_and_saves_target_calls(target, draft_model):
@@ -142,6 +183,17 @@ def _flat(params):
 def test_sampled_first_two_tokens_follow_the_target(method):
     """60,000 seeded rows through the whole engine (draft sampling, verify, commit) against the
     exact target distribution of the first two tokens."""
+    assert _first_two_tokens_pvalue(method, ExactAcceptance(), check_accepted=True) > 1e-3
+
+
+def test_typical_acceptance_that_accepts_nothing_samples_the_target():
+    """With both thresholds above 1 no draft passes, so every emitted token is the target's own
+    draw: the same chi-square test as the exact policy."""
+    never = TypicalAcceptance(eps=1.5, alpha=1e9)
+    assert _first_two_tokens_pvalue("sd", never, check_accepted=False) > 1e-3
+
+
+def _first_two_tokens_pvalue(method: str, acceptance, check_accepted: bool) -> float:
     n = 60_000
     params = _flat(init_params(SMALL, jax.random.key(3)))
     sampling = SamplingConfig(temperature=1.0)
@@ -164,8 +216,13 @@ def test_sampled_first_two_tokens_follow_the_target(method):
         seed=range(n),
         drafter=drafter,
         draft_params=dparams,
+        acceptance=acceptance,
     )
-    assert sum(r.drafted) > 0.3 * n and sum(r.accepted) > 0.003 * n  # drafts were really tested
+    assert sum(r.drafted) > 0.3 * n  # drafts were really tested
+    if check_accepted:
+        assert sum(r.accepted) > 0.003 * n
+    else:
+        assert sum(r.accepted) == 0
     pairs = np.array([t[:2] for t in r.tokens])
     counts = np.bincount(pairs[:, 0] * SMALL_V + pairs[:, 1], minlength=SMALL_V**2)
 
@@ -185,7 +242,7 @@ def test_sampled_first_two_tokens_follow_the_target(method):
 
     p1 = dist(prompt)
     joint = np.stack([p1[a] * dist(prompt + [a]) for a in range(SMALL_V)]).reshape(-1)
-    assert stats.chisquare(counts, joint / joint.sum() * n).pvalue > 1e-3
+    return stats.chisquare(counts, joint / joint.sum() * n).pvalue
 
 
 def test_ouroboros_with_the_target_as_its_draft_accepts_every_trunk(target):

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from configs.draft_lm import TINY_TARGET
+from models.cache import init_cache
+from models.errors import SpecjaxError
 from models.loading import Model
 from models.transformer import causal_mask, forward, init_params
-from specjax.cache import init_cache
 from specjax.engine import generate
-from specjax.errors import SpecjaxError
 from train_heads import data
 from train_heads.data import load_dataset, load_manifest, make_data, read_shard, shard_name
 

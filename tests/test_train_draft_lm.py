@@ -14,23 +14,23 @@ import pytest
 
 from configs.draft_lm import TINY_TARGET
 from models.config import ModelConfig
-from models.loading import Model
-from models.transformer import init_params
-from specjax.drafters import make_drafter
-from specjax.engine import generate
-from specjax.errors import SpecjaxError
-from train_heads.draft_lm import (
+from models.draft_lm import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     cast,
     init_draft,
     load_draft,
     merge,
-    next_token_logits,
     save_draft,
     shared,
     trainable,
 )
+from models.errors import SpecjaxError
+from models.loading import Model
+from models.transformer import init_params
+from specjax.engine import generate
+from specjax.methods import make_drafter
+from train_heads.draft_lm import next_token_logits
 
 TOKENS = jnp.asarray([[3, 17, 40, 2, 99, 5, 5, 64], [1, 2, 3, 4, 5, 6, 7, 8]], jnp.int32)
 # SmolLM2-135M's shape (config.json of HuggingFaceTB/SmolLM2-135M-Instruct).
@@ -206,7 +206,7 @@ def test_reduced_head_survives_save_load_and_stays_lossless(target, tmp_path):
 def test_reduced_head_draws_only_its_tokens_and_q_sums_to_one(target):
     """Sampling stays exact only if q is the distribution the drafts were drawn from: zero outside
     the head, a distribution over the full vocabulary."""
-    from specjax.candidates import DraftContext
+    from specjax.candidates import DraftContext, Prefill
     from specjax.sampling import SamplingConfig
 
     config, params = init_draft(
@@ -216,7 +216,8 @@ def test_reduced_head_draws_only_its_tokens_and_q_sums_to_one(target):
         "sd", target.config, target.params, draft=Model(config, params, None, "d")
     )
     prompt = jnp.asarray([[5, 6, 7, 8, 9]] * 4, jnp.int32)
-    state = drafter.init(params, prompt, jnp.full((4,), 5, jnp.int32), 32)
+    prefill = Prefill(prompt, jnp.full((4,), 5, jnp.int32), jnp.zeros((4, 5, config.D)))
+    state = drafter.init(params, prefill, 32)
     ctx = DraftContext(
         root=jnp.full((4,), 9, jnp.int32),
         root_position=jnp.full((4,), 5, jnp.int32),

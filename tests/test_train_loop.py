@@ -15,8 +15,9 @@ import pytest
 
 from configs.draft_lm import TINY_TARGET
 from configs.train_loop import TrainLoop
+from models import draft_lm as model_lm
+from models.errors import SpecjaxError
 from models.transformer import init_params
-from specjax.errors import SpecjaxError
 from train_heads import draft_lm
 from train_heads.train import (
     CHECKPOINT_DIR,
@@ -34,14 +35,14 @@ N, S = 24, 16
 @pytest.fixture(scope="module")
 def setup():
     target = init_params(TINY_TARGET, jax.random.key(0))
-    config, params = draft_lm.init_draft(TINY_TARGET, target, 1, jax.random.key(1))
+    config, params = model_lm.init_draft(TINY_TARGET, target, 1, jax.random.key(1))
     rng = np.random.default_rng(0)
     tokens = rng.integers(1, TINY_TARGET.V, size=(N, S)).astype(np.int32)
     mask = np.zeros((N, S), bool)
     mask[:, 4:] = True
     data = draft_lm.Batch(tokens, mask)
     loss = draft_lm.make_loss(config)
-    return loss, draft_lm.trainable(params), draft_lm.shared(params), data
+    return loss, model_lm.trainable(params), model_lm.shared(params), data
 
 
 def _hp(tmp_path: Path, **kw) -> TrainLoop:

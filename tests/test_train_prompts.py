@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from specjax.errors import SpecjaxError
+from models.errors import SpecjaxError
 from train_heads.prompts import SOURCES, build_prompts, prompt_pool, source_pool
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from specjax.errors import SpecjaxError
+from models.errors import SpecjaxError
 
 STATE, META = "state", "meta"
 

@@ -39,13 +39,13 @@ from absl import logging
 from tqdm import tqdm
 
 from models.config import ModelConfig
+from models.errors import SpecjaxError
+from models.fingerprint import target_fingerprint
 from models.loading import Model
 from models.transformer import ModelParams, lm_logits, sequence_hidden
 from specjax.engine import generate, prompt_bucket
-from specjax.errors import SpecjaxError
 from specjax.prompts import encode_prompt
 from specjax.sampling import SamplingConfig
-from train_heads.target import target_fingerprint
 
 MANIFEST = "manifest.json"
 FORMAT = "specjax-selfdistill-v1"

@@ -25,9 +25,10 @@ import numpy as np
 from absl import app, flags
 
 from models.config import ModelConfig
+from models.errors import SpecjaxError
 from models.transformer import ModelParams
+from specjax import methods
 from specjax.cli import parse_flags, run_or_fail
-from specjax.errors import SpecjaxError
 
 FLAGS = flags.FLAGS
 
@@ -44,7 +45,7 @@ def define_flags() -> None:
     flags.DEFINE_list("categories", [], "Categories to keep (default: all).")
     flags.DEFINE_integer("per_category", 2, "Prompts per category.")
     flags.DEFINE_integer("max_new_tokens", 128, "Target answer length (EOS ends earlier).")
-    flags.DEFINE_integer("gamma", 4, "sd draft length the predicted tau is for.")
+    methods.define_flags(FLAGS, names=("sd",))  # --gamma, as decode and the bench define it
     flags.DEFINE_string("dtype", "float32", "float32 or bfloat16.")
 
 
@@ -100,8 +101,8 @@ def run() -> dict[str, dict[str, float]]:
     """{category or "all": {prompts, tokens, top1, tau}} for the flags' draft and prompts."""
     from tqdm import tqdm
 
-    from specjax.drafters import make_drafter
     from specjax.engine import generate
+    from specjax.methods import make_drafter
     from specjax.prompts import encode_prompt, load_prompts
     from train_heads.target import load_target
 
@@ -116,7 +117,12 @@ def run() -> dict[str, dict[str, float]]:
         raise SpecjaxError(f"{FLAGS.target} has no tokenizer to encode text prompts with")
     spec = None if FLAGS.draft in ("", "shipped") else FLAGS.draft
     drafter, draft_params = make_drafter(
-        "sd", target.config, target.params, draft=spec, gamma=FLAGS.gamma, dtype=FLAGS.dtype
+        "sd",
+        target.config,
+        target.params,
+        draft=spec,
+        dtype=FLAGS.dtype,
+        settings=methods.settings_from_flags("sd", FLAGS),
     )
     # per category and "all": prompts, answer tokens, drafts the target agrees with, target calls
     sums: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(4, np.int64))

@@ -19,8 +19,8 @@ import sys
 import numpy as np
 from absl import app, flags
 
+from models.errors import SpecjaxError
 from specjax.cli import parse_flags, run_or_fail
-from specjax.errors import SpecjaxError
 
 FLAGS = flags.FLAGS
 

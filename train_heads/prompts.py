@@ -19,7 +19,7 @@ import inspect
 import random
 import re
 
-from specjax.errors import SpecjaxError
+from models.errors import SpecjaxError
 
 # Public, pure-Python-documented modules present in every CPython build (no GUI, no optional C deps).
 MODULES = (

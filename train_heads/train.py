@@ -35,9 +35,9 @@ from tqdm import tqdm
 
 from configs.draft_lm import DraftLMTrain
 from configs.train_loop import TrainLoop
+from models.errors import SpecjaxError
 from models.loading import Model
 from specjax.cli import parse_flags, run_or_fail
-from specjax.errors import SpecjaxError
 from train_heads.checkpoint import Checkpoints
 
 # Fields that may differ when resuming: where things are, how often to report, and how long to go
@@ -332,9 +332,11 @@ def train_draft_lm(
 
     `target` (a loaded `Model`) skips loading cfg.target (tests pass their tiny model).
     """
+    from models import draft_lm as model_lm
+    from models.fingerprint import check_fingerprint
     from train_heads import draft_lm
     from train_heads.data import data_dirs, load_dataset, load_manifest
-    from train_heads.target import check_fingerprint, load_target
+    from train_heads.target import load_target
 
     cfg.validate()
     manifests = {d: load_manifest(d) for d in data_dirs(cfg.data_dir)}
@@ -355,7 +357,7 @@ def train_draft_lm(
     head_ids = None
     if cfg.draft_vocab:  # chosen on the training split only
         head_ids = draft_lm.frequent_tokens(tokens[tr], mask[tr], cfg.draft_vocab, target.config.V)
-    draft_config, draft_params = draft_lm.init_draft(
+    draft_config, draft_params = model_lm.init_draft(
         target.config,
         target.params,
         cfg.draft_layers,
@@ -363,8 +365,8 @@ def train_draft_lm(
         from_target=cfg.init_from_target_layers,
         head_token_ids=head_ids,
     )
-    own = draft_lm.cast(draft_lm.trainable(draft_params), jnp.float32)  # fp32 master weights
-    frozen = draft_lm.shared(draft_params)
+    own = model_lm.cast(model_lm.trainable(draft_params), jnp.float32)  # fp32 master weights
+    frozen = model_lm.shared(draft_params)
     state = fit(
         draft_lm.make_loss(draft_config),
         own,
@@ -378,11 +380,11 @@ def train_draft_lm(
     )
     final_dir = None
     if int(state.step) == cfg.steps:
-        own = draft_lm.cast(jax.device_get(state.params), target.params.dtype)
-        final_dir = draft_lm.save_draft(
+        own = model_lm.cast(jax.device_get(state.params), target.params.dtype)
+        final_dir = model_lm.save_draft(
             Path(cfg.out_dir) / FINAL_DIR,
             draft_config,
-            draft_lm.merge(own, jax.device_get(frozen)),
+            model_lm.merge(own, jax.device_get(frozen)),
             target_source=target.source,
         )
     return DraftLMResult(state=state, config=draft_config, final_dir=final_dir)

@@ -2,7 +2,8 @@
 
 `sd` with no `--draft` uses the shipped draft whose recorded target fingerprint matches the loaded
 target (today: a 2-layer draft for the embedded SmolLM2-135M-Instruct, made by
-`python -m train_heads.train --config=smollm2_draft`). Each subdirectory is a `save_draft` output.
+`python -m train_heads.train --config=smollm2_draft`). Each subdirectory is a
+`models.draft_lm.save_draft` output.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ DRAFTS_DIR = Path(__file__).resolve().parent
 
 def shipped_draft_for(config, params) -> Path | None:
     """The shipped draft directory made for this target, or None."""
-    from train_heads.draft_lm import CONFIG_FILE
-    from train_heads.target import target_fingerprint
+    from models.draft_lm import CONFIG_FILE
+    from models.fingerprint import target_fingerprint
 
     actual = None
     for d in sorted(p for p in DRAFTS_DIR.iterdir() if (p / CONFIG_FILE).is_file()):

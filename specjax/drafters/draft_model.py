@@ -17,10 +17,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from models.cache import KVCache, init_cache
 from models.config import ModelConfig
 from models.transformer import ModelParams, causal_mask, forward, hidden_states
-from specjax.cache import KVCache, init_cache
-from specjax.candidates import Candidates, DraftContext, Verified, chain_parent
+from specjax.candidates import Candidates, DraftContext, Prefill, Verified, chain_parent
 from specjax.sampling import SamplingConfig, probabilities, sample_token
 
 
@@ -55,7 +55,8 @@ class DraftModelDrafter:
     def block_size(self) -> int:
         return self.gamma + 1
 
-    def init(self, params: ModelParams, prompt_BP, prompt_len_B, cache_len: int) -> DraftModelState:
+    def init(self, params: ModelParams, prefill: Prefill, cache_len: int) -> DraftModelState:
+        prompt_BP, prompt_len_B = prefill.tokens, prefill.length
         c = self.config
         B, P = prompt_BP.shape
         cache = init_cache(c.L, B, c.K, cache_len, c.H, params.dtype)

@@ -22,11 +22,13 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from configs.phrase_drafting import PhraseDrafting
 from specjax.candidates import (
     NO_PARENT,
     ROOT_PARENT,
     Candidates,
     DraftContext,
+    Prefill,
     Verified,
     dedup_prefixes,
 )
@@ -134,14 +136,17 @@ class LookaheadState:
 
 @dataclasses.dataclass(frozen=True)
 class LookaheadDrafter:
-    """window: W; ngram: N (phrases are N-1 tokens); guess_set: C phrases verified per step;
-    pool_capacity: G phrases per bucket; buckets: NB (see specjax.phrase_pool)."""
+    """phrase: the settings (`configs.phrase_drafting`; gamma and topk_suffixes are Ouroboros's
+    and unused here): window W; ngram N (phrases are N-1 tokens); guess_set C phrases verified
+    per step; pool_capacity G phrases per bucket; buckets NB (see specjax.phrase_pool)."""
 
-    window: int = 15
-    ngram: int = 5
-    guess_set: int = 15
-    pool_capacity: int = 15
-    buckets: int = 4096
+    phrase: PhraseDrafting = PhraseDrafting()
+
+    window = property(lambda self: self.phrase.window)
+    ngram = property(lambda self: self.phrase.ngram)
+    guess_set = property(lambda self: self.phrase.guess_set)
+    pool_capacity = property(lambda self: self.phrase.pool_capacity)
+    buckets = property(lambda self: self.phrase.buckets)
 
     @property
     def block_size(self) -> int:
@@ -151,7 +156,8 @@ class LookaheadDrafter:
     def pool_shape(self) -> tuple[int, int, int]:
         return (self.buckets, self.pool_capacity, self.ngram - 1)
 
-    def init(self, params: LookaheadParams, prompt_BP, prompt_len_B, cache_len: int):
+    def init(self, params: LookaheadParams, prefill: Prefill, cache_len: int):
+        prompt_BP, prompt_len_B = prefill.tokens, prefill.length
         B = prompt_BP.shape[0]
         pool = pool_for_rows(params.pool, B, self.pool_shape)
         pool = jax.vmap(seed_from_tokens)(pool, prompt_BP, prompt_len_B)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from specjax.candidates import NO_PARENT, Candidates, DraftContext, Verified
+from specjax.candidates import NO_PARENT, Candidates, DraftContext, Prefill, Verified
 
 
 @struct.dataclass
@@ -61,10 +61,10 @@ class NgramDrafter:
     def block_size(self) -> int:
         return self.num_tokens + 1
 
-    def init(self, params, prompt_BP, prompt_len_B, cache_len: int) -> NgramState:
-        B, P = prompt_BP.shape
-        history = jnp.zeros((B, cache_len), jnp.int32).at[:, :P].set(prompt_BP)
-        return NgramState(history=history, length=prompt_len_B)
+    def init(self, params, prefill: Prefill, cache_len: int) -> NgramState:
+        B, P = prefill.tokens.shape
+        history = jnp.zeros((B, cache_len), jnp.int32).at[:, :P].set(prefill.tokens)
+        return NgramState(history=history, length=prefill.length)
 
     def propose(self, params, state: NgramState, ctx: DraftContext, keys, sampling):
         B = ctx.root.shape[0]

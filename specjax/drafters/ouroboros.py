@@ -13,7 +13,7 @@ One step, all on device with static shapes:
    branch's argmax where they run past the trunk). When the trunk was accepted whole, the target's
    argmax over each branch overwrites that branch's pool entry in place.
 The pool persists across calls (warm start): pass it in `OuroborosParams.pool`; after a
-`generate(..., keep_state=True)`, `specjax.drafters.pool_after` folds the rows' pools into one.
+`generate(..., keep_state=True)`, `specjax.methods.pool_after` folds the rows' pools into one.
 
 The paper's algorithm is greedy and batch 1. Here verification is the engine's: drafts are
 deterministic, so q is one-hot and sampling at temperature > 0 stays exact; batch rows keep their
@@ -33,10 +33,11 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from configs.phrase_drafting import PhraseDrafting
+from models.cache import KVCache, init_cache
 from models.config import ModelConfig
 from models.transformer import ModelParams, causal_mask, forward, hidden_states
-from specjax.cache import KVCache, init_cache
-from specjax.candidates import NO_PARENT, Candidates, DraftContext, Verified, tree_mask
+from specjax.candidates import NO_PARENT, Candidates, DraftContext, Prefill, Verified, tree_mask
 from specjax.drafters.lookahead import (
     JacobiWindow,
     init_window,
@@ -82,18 +83,21 @@ class OuroborosState:
 
 @dataclasses.dataclass(frozen=True)
 class OuroborosDrafter:
-    """config: the draft model; gamma: draft tokens per step (at least); window W, ngram N,
-    guess_set C (phrases the draft checks per forward), topk_suffixes k (branches after the trunk),
-    pool_capacity G, buckets NB (see specjax.phrase_pool)."""
+    """config: the draft model; phrase: the settings (`configs.phrase_drafting`): gamma draft
+    tokens per step (at least), window W, ngram N, guess_set C (phrases the draft checks per
+    forward), topk_suffixes k (branches after the trunk), pool_capacity G, buckets NB (see
+    specjax.phrase_pool)."""
 
     config: ModelConfig
-    gamma: int = 4
-    window: int = 15
-    ngram: int = 5
-    guess_set: int = 15
-    topk_suffixes: int = 3
-    pool_capacity: int = 15
-    buckets: int = 4096
+    phrase: PhraseDrafting = PhraseDrafting()
+
+    gamma = property(lambda self: self.phrase.gamma)
+    window = property(lambda self: self.phrase.window)
+    ngram = property(lambda self: self.phrase.ngram)
+    guess_set = property(lambda self: self.phrase.guess_set)
+    topk_suffixes = property(lambda self: self.phrase.topk_suffixes)
+    pool_capacity = property(lambda self: self.phrase.pool_capacity)
+    buckets = property(lambda self: self.phrase.buckets)
 
     @property
     def phrase_len(self) -> int:
@@ -115,7 +119,8 @@ class OuroborosDrafter:
     def pool_shape(self) -> tuple[int, int, int]:
         return (self.buckets, self.pool_capacity, self.phrase_len)
 
-    def init(self, params: OuroborosParams, prompt_BP, prompt_len_B, cache_len: int):
+    def init(self, params: OuroborosParams, prefill: Prefill, cache_len: int):
+        prompt_BP, prompt_len_B = prefill.tokens, prefill.length
         c = self.config
         B, P = prompt_BP.shape
         cache = init_cache(c.L, B, c.K, cache_len, c.H, params.draft.dtype)

@@ -1,0 +1,51 @@
+"""A fingerprint that names a target model by its weights, not its file.
+
+Data shards and trained drafts record it, so a draft trained for one target is never silently
+paired with another (a draft shares the target's embedding and head, DESIGN "The methods"). The
+hash is taken over bfloat16-rounded embedding rows, so the same target loaded in float32 or
+bfloat16 has the same fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import jax
+import ml_dtypes
+import numpy as np
+
+from models.config import ModelConfig
+from models.errors import SpecjaxError
+from models.transformer import ModelParams
+
+FINGERPRINT_ROWS = 64  # embedding rows hashed, spread evenly over the vocabulary
+
+
+def target_fingerprint(config: ModelConfig, params: ModelParams) -> dict:
+    """Shapes plus a sha256 of a spread of embedding rows: identifies the weights, not the file.
+
+    The depth is left out, so a draft (the target's embedding on fewer layers) has its target's
+    fingerprint.
+    """
+    V = config.V
+    rows = np.linspace(0, V - 1, num=min(FINGERPRINT_ROWS, V)).astype(np.int64)
+    sample = np.asarray(jax.device_get(params.embed[rows]).astype(np.float32))
+    digest = hashlib.sha256(sample.astype(ml_dtypes.bfloat16).view(np.uint16).tobytes())
+    return {
+        "model_type": config.model_type,
+        "V": config.V,
+        "D": config.D,
+        "tie_word_embeddings": config.tie_word_embeddings,
+        "embed_sha256": digest.hexdigest()[:16],
+    }
+
+
+def check_fingerprint(recorded: dict, config: ModelConfig, params: ModelParams, what: str) -> None:
+    """Raises one SpecjaxError line when `what` was made for a different target."""
+    actual = target_fingerprint(config, params)
+    if recorded != actual:
+        diff = [k for k in sorted(set(recorded) | set(actual)) if recorded.get(k) != actual.get(k)]
+        raise SpecjaxError(
+            f"{what} was made for a different target (mismatch in {', '.join(diff)}: "
+            f"recorded {[recorded.get(k) for k in diff]}, this target {[actual.get(k) for k in diff]})"
+        )

@@ -1,0 +1,364 @@
+"""The method registry: one table from a method's name to how its drafter is built, its settings
+(a frozen dataclass with defaults), whether it is lossless and what it needs.
+
+The command lines (`specjax.decode`, `specjax.bench`, `train_heads.draft_agreement`) define every
+method setting as a flag from this table and build drafters through it, with no per-method branch
+of their own, so a new method is one drafter file and one `register` call. A setting becomes the
+flag named in its field's metadata (`setting(...)`); methods may share a flag (the same meaning,
+default and type), and fields without a flag are Python-only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from absl import flags
+
+from configs.phrase_drafting import PRESETS, TASK_PRESETS, PhraseDrafting, phrase_drafting
+from models.config import ModelConfig
+from models.draft_lm import is_draft_dir, load_draft
+from models.errors import SpecjaxError
+from models.loading import Model, load_model
+from models.transformer import ModelParams
+from specjax.drafter import Drafter
+from specjax.drafters.draft_model import DraftModelDrafter, self_draft
+from specjax.drafters.lookahead import LookaheadDrafter, LookaheadParams
+from specjax.drafters.ngram import NgramDrafter
+from specjax.drafters.ouroboros import OuroborosDrafter, OuroborosParams
+from specjax.phrase_pool import PhrasePool, load_pool, merge_rows
+
+# Settings annotations are strings (postponed evaluation); flagged fields are plain scalars.
+_FLAG_TYPES = {"int": flags.DEFINE_integer, "float": flags.DEFINE_float, "str": flags.DEFINE_string}
+
+
+def setting(default: Any, flag: str | None = None, help: str = "") -> Any:
+    """A settings field: its default, and the command-line flag that sets it (None: no flag)."""
+    return dataclasses.field(default=default, metadata={"flag": flag, "help": help})
+
+
+@dataclasses.dataclass(frozen=True)
+class Needs:
+    """What a method needs besides the target: a draft model (`--draft`), a phrase pool that can
+    be carried between runs (`--pool`), a trained head (`--head`)."""
+
+    draft: bool = False
+    pool: bool = False
+    head: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildInputs:
+    """What a factory gets: the target, the method's settings, and the needs' sources.
+
+    draft: None (the draft shipped for the target), "self:N", a saved draft directory, a
+      checkpoint path, or a loaded `Model`; pool: None, a `PhrasePool` or a saved pool's path.
+    """
+
+    config: ModelConfig
+    params: ModelParams
+    settings: Any
+    draft: Any = None
+    pool: Any = None
+    dtype: str = "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One registry entry. `build` returns (drafter, draft params); `lossless` holds under the
+    exact acceptance policy; `available` False lists a method that is not built yet."""
+
+    name: str
+    summary: str
+    settings: type
+    build: Callable[[BuildInputs], tuple[Drafter | None, Any]]
+    lossless: bool = True
+    needs: Needs = Needs()
+    available: bool = True
+
+    @property
+    def speculative(self) -> bool:
+        return self.name != "vanilla"
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Adds a method (replacing one of the same name); its flags must agree with the others'."""
+    for f in dataclasses.fields(method.settings):
+        flag = f.metadata.get("flag")
+        for other in REGISTRY.values():
+            if other.name == method.name:
+                continue
+            for g in dataclasses.fields(other.settings):
+                if (
+                    flag
+                    and g.metadata.get("flag") == flag
+                    and (g.type, g.default)
+                    != (
+                        f.type,
+                        f.default,
+                    )
+                ):
+                    raise ValueError(f"flag --{flag} of {method.name} disagrees with {other.name}")
+    REGISTRY[method.name] = method
+    return method
+
+
+def method(name: str) -> Method:
+    """The registered method, or one SpecjaxError line (unknown, or not built yet)."""
+    if name not in REGISTRY:
+        raise SpecjaxError(f"unknown method {name!r} (choose from {', '.join(REGISTRY)})")
+    m = REGISTRY[name]
+    if not m.available:
+        raise SpecjaxError(f"method {name} is not available yet")
+    return m
+
+
+def method_with_needs(name: str, pool: bool = False) -> Method:
+    """`method(name)`, checking that a phrase pool is only given to a method that keeps one."""
+    m = method(name)
+    if pool and not m.needs.pool:
+        with_pool = " or ".join(n for n, other in REGISTRY.items() if other.needs.pool)
+        raise SpecjaxError(f"--pool is for --method={with_pool}")
+    return m
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS, names=None) -> None:
+    """Defines the flag of every setting of the registered methods (or of `names`) that is not
+    defined yet; safe to call again after a later `register`."""
+    for m in REGISTRY.values():
+        if names is not None and m.name not in names:
+            continue
+        for f in dataclasses.fields(m.settings):
+            flag = f.metadata.get("flag")
+            if not flag or flag in flag_values:
+                continue
+            kind = f.type if isinstance(f.type, str) else f.type.__name__
+            _FLAG_TYPES[kind](flag, f.default, f.metadata.get("help", ""), flag_values=flag_values)
+
+
+def settings_from_flags(name: str, flag_values: flags.FlagValues = flags.FLAGS, **fixed) -> Any:
+    """The method's settings with every flagged field read from the parsed flags."""
+    m = method(name)
+    values = {}
+    for f in dataclasses.fields(m.settings):
+        flag = f.metadata.get("flag")
+        if flag and flag in flag_values:
+            values[f.name] = flag_values[flag].value
+    return m.settings(**{**values, **fixed})
+
+
+def make_drafter(
+    name: str,
+    config: ModelConfig,
+    params: ModelParams,
+    *,
+    draft: Any = None,
+    pool: Any = None,
+    dtype: str = "float32",
+    settings: Any = None,
+    **overrides: Any,
+) -> tuple[Drafter | None, Any]:
+    """(drafter, draft params) for a registered method; (None, None) for vanilla.
+
+    `settings` is the method's settings object (default: its defaults), and `overrides` replace
+    some of its fields (`gamma=3` for sd, `max_ngram=2` for ngram, `phrase=...` for the phrase
+    methods); an unknown field is one SpecjaxError line.
+    """
+    m = method(name)
+    settings = m.settings() if settings is None else settings
+    known = {f.name for f in dataclasses.fields(settings)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise SpecjaxError(f"method {name} has no setting {unknown[0]!r} (it has {sorted(known)})")
+    settings = dataclasses.replace(settings, **overrides)
+    return m.build(BuildInputs(config, params, settings, draft, pool, dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# The methods built so far.
+
+
+@dataclasses.dataclass(frozen=True)
+class NoSettings:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class SdSettings:
+    gamma: int = setting(4, "gamma", "sd: tokens the draft model proposes per step.")
+
+
+@dataclasses.dataclass(frozen=True)
+class NgramSettings:
+    max_ngram: int = setting(3, "ngram_max", "ngram: longest suffix matched against the context.")
+    num_tokens: int = setting(10, "ngram_tokens", "ngram: tokens proposed after a match.")
+
+
+@dataclasses.dataclass(frozen=True)
+class PhraseSettings:
+    """`preset` names a `configs.phrase_drafting` preset ("auto": chat, or the bench's per-task
+    choice); `phrase`, when given, is the whole `PhraseDrafting` config and wins."""
+
+    preset: str = setting(
+        "auto",
+        "phrase_preset",
+        "ouroboros/lookahead settings (configs/phrase_drafting.py): auto, "
+        + ", ".join(PRESETS)
+        + " ('auto': chat, or in the bench the paper's preset for each task).",
+    )
+    phrase: PhraseDrafting | None = None
+
+    def __post_init__(self):  # an unknown preset fails here, before any model is loaded
+        if self.phrase is None and self.preset != "auto":
+            phrase_drafting(self.preset)
+
+    def resolve(self) -> PhraseDrafting:
+        if self.phrase is not None:
+            self.phrase.validate()
+            return self.phrase
+        return phrase_drafting("chat" if self.preset == "auto" else self.preset)
+
+    def for_task(self, task: str) -> PhraseSettings:
+        """The settings for one benchmark category: "auto" becomes the paper's preset for it."""
+        if self.phrase is not None or self.preset != "auto":
+            return self
+        return dataclasses.replace(self, preset=TASK_PRESETS.get(task, "chat"))
+
+
+def _vanilla(inputs: BuildInputs):
+    return None, None
+
+
+def _sd(inputs: BuildInputs):
+    gamma = inputs.settings.gamma
+    if gamma < 1:
+        raise SpecjaxError(f"gamma must be >= 1, got {gamma}")
+    draft_config, draft_params = resolve_draft(inputs, "sd")
+    return DraftModelDrafter(config=draft_config, gamma=gamma), draft_params
+
+
+def _ngram(inputs: BuildInputs):
+    s = inputs.settings
+    if s.max_ngram < 1 or s.num_tokens < 1:
+        raise SpecjaxError("ngram needs max_ngram >= 1 and num_tokens >= 1")
+    return NgramDrafter(max_ngram=s.max_ngram, num_tokens=s.num_tokens), None
+
+
+def _ouroboros(inputs: BuildInputs):
+    phrase = inputs.settings.resolve()
+    draft_config, draft_params = resolve_draft(inputs, "ouroboros")
+    warm = resolve_pool(inputs.pool, OuroborosDrafter(draft_config, phrase).pool_shape)
+    return OuroborosDrafter(draft_config, phrase), OuroborosParams(draft=draft_params, pool=warm)
+
+
+def _lookahead(inputs: BuildInputs):
+    drafter = LookaheadDrafter(inputs.settings.resolve())
+    return drafter, LookaheadParams(pool=resolve_pool(inputs.pool, drafter.pool_shape))
+
+
+def _not_built(inputs: BuildInputs):
+    raise SpecjaxError("this method is not available yet")
+
+
+for _m in (
+    Method("vanilla", "one token per target call, the baseline", NoSettings, _vanilla),
+    Method("sd", "two-model speculative decoding", SdSettings, _sd, needs=Needs(draft=True)),
+    Method("ngram", "prompt lookup", NgramSettings, _ngram),
+    Method(
+        "ouroboros",
+        "phrase-pool drafting by a draft model with lookahead (Zhao et al. 2024)",
+        PhraseSettings,
+        _ouroboros,
+        needs=Needs(draft=True, pool=True),
+    ),
+    Method(
+        "lookahead",
+        "the target's own Jacobi window and phrase pool (Fu et al. 2024)",
+        PhraseSettings,
+        _lookahead,
+        needs=Needs(pool=True),
+    ),
+    *(
+        Method(name, summary, NoSettings, _not_built, available=False)
+        for name, summary in (
+            ("redrafter", "recurrent draft head, beam search (Cheng et al. 2024)"),
+            ("ctc", "CTC-trained draft head (Wen et al. 2024)"),
+            ("medusa", "Medusa heads (Cai et al. 2024)"),
+            ("sprinter", "learned acceptance verifier (Zhong et al. 2025)"),
+        )
+    ),
+):
+    register(_m)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the factories share: a draft model and a phrase pool from the forms users give them.
+
+
+def parse_self_draft(spec: str, target_layers: int) -> int:
+    """`self:N` -> N, checked against the target's depth."""
+    try:
+        n = int(spec.split(":", 1)[1])
+    except ValueError:
+        raise SpecjaxError(f"--draft={spec}: expected self:N with an integer N") from None
+    if not 1 <= n < target_layers:
+        raise SpecjaxError(f"--draft={spec}: N must be in [1, {target_layers - 1}]")
+    return n
+
+
+def resolve_draft(inputs: BuildInputs, method_name: str) -> tuple[ModelConfig, ModelParams]:
+    """(draft config, draft params) from any of the `draft` forms `BuildInputs` accepts."""
+    config, params, draft = inputs.config, inputs.params, inputs.draft
+    if draft is None or draft == "":
+        from models.drafts import shipped_draft_for
+
+        shipped = shipped_draft_for(config, params)
+        if shipped is None:
+            raise SpecjaxError(
+                f"--method={method_name} needs --draft for this target (no shipped draft matches "
+                "it): a checkpoint with the target's vocabulary, a trained draft directory, or "
+                "self:N"
+            )
+        draft = str(shipped)
+    if isinstance(draft, str) and draft.startswith("self:"):
+        draft_config, draft_params = self_draft(config, params, parse_self_draft(draft, config.L))
+    else:
+        if isinstance(draft, str):
+            if is_draft_dir(draft):  # a trained draft: layers only, embedding from the target
+                draft = load_draft(draft, Model(config, params, None, "target"))
+            else:
+                draft = load_model(draft, inputs.dtype, tokenizer=False)
+        draft_config, draft_params = draft.config, draft.params
+    if draft_config.V != config.V:
+        raise SpecjaxError(
+            f"draft vocabulary ({draft_config.V} tokens) differs from the target's ({config.V})"
+        )
+    return draft_config, draft_params
+
+
+def resolve_pool(pool: Any, shape: tuple[int, int, int]) -> PhrasePool | None:
+    """None, a PhrasePool of the drafter's shape, or the path of a saved pool."""
+    if pool is None or isinstance(pool, PhrasePool):
+        if pool is not None and (pool.num_buckets, pool.capacity, pool.phrase_len) != shape:
+            raise SpecjaxError(
+                f"phrase pool of shape {(pool.num_buckets, pool.capacity, pool.phrase_len)} does "
+                f"not fit the drafter's {shape} (buckets, pool_capacity, ngram - 1)"
+            )
+        return pool
+    return load_pool(pool, *shape)
+
+
+def pool_after(result) -> PhrasePool:
+    """The phrase pool to carry into the next call (warm start): the rows' pools of a
+    `generate(..., keep_state=True)` run with a phrase drafter, merged into one."""
+    state = result.final_state
+    pool = getattr(getattr(state, "draft_state", None), "pool", None)
+    if pool is None:
+        raise SpecjaxError(
+            "pool_after needs generate(..., keep_state=True) with ouroboros/lookahead"
+        )
+    return merge_rows(pool)
