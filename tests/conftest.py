@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from models import embedded
-from specjax.errors import SpecjaxError
+from models.errors import SpecjaxError
 
 
 @pytest.fixture(scope="session", autouse=True)
