@@ -133,23 +133,23 @@ def _tensor_shapes(h: Llama2cHeader) -> list[tuple[str, tuple[int, ...]]]:
     """File order and shapes; matrices are nn.Linear weights [out, in], stacked over layers."""
     D, F, L, V, kv = h.dim, h.hidden_dim, h.n_layers, h.vocab_size, h.kv_dim
     shapes = [
-        ("emb_VxD", (V, D)),
-        ("rms_att_LxD", (L, D)),
-        ("wq_LxDxD", (L, D, D)),
-        ("wk_LxKVxD", (L, kv, D)),
-        ("wv_LxKVxD", (L, kv, D)),
-        ("wo_LxDxD", (L, D, D)),
-        ("rms_ffn_LxD", (L, D)),
-        ("w1_LxFxD", (L, F, D)),
-        ("w2_LxDxF", (L, D, F)),
-        ("w3_LxFxD", (L, F, D)),
+        ("emb_VD", (V, D)),
+        ("rms_att_LD", (L, D)),
+        ("wq_LDD", (L, D, D)),
+        ("wk_LKVD", (L, kv, D)),
+        ("wv_LKVD", (L, kv, D)),
+        ("wo_LDD", (L, D, D)),
+        ("rms_ffn_LD", (L, D)),
+        ("w1_LFD", (L, F, D)),
+        ("w2_LDF", (L, D, F)),
+        ("w3_LFD", (L, F, D)),
         ("rms_final_D", (D,)),
         # Precomputed RoPE tables; unused (run.c recomputes them, HF does too).
-        ("freq_cis_real_SxH2", (h.seq_len, h.head_dim // 2)),
-        ("freq_cis_imag_SxH2", (h.seq_len, h.head_dim // 2)),
+        ("freq_cis_real_SH2", (h.seq_len, h.head_dim // 2)),
+        ("freq_cis_imag_SH2", (h.seq_len, h.head_dim // 2)),
     ]
     if not h.shared_classifier:
-        shapes.append(("wcls_VxD", (V, D)))
+        shapes.append(("wcls_VD", (V, D)))
     return shapes
 
 
@@ -240,25 +240,25 @@ def hf_state_dict(header: Llama2cHeader, tensors: dict[str, np.ndarray]) -> dict
     def c(a: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(a, dtype=np.float32)
 
-    out = {"model.embed_tokens.weight": c(tensors["emb_VxD"])}
+    out = {"model.embed_tokens.weight": c(tensors["emb_VD"])}
     for i in range(header.n_layers):
         p = f"model.layers.{i}."
-        out[p + "input_layernorm.weight"] = c(tensors["rms_att_LxD"][i])
+        out[p + "input_layernorm.weight"] = c(tensors["rms_att_LD"][i])
         out[p + "self_attn.q_proj.weight"] = interleaved_to_half_rotary(
-            c(tensors["wq_LxDxD"][i]), header.n_heads
+            c(tensors["wq_LDD"][i]), header.n_heads
         )
         out[p + "self_attn.k_proj.weight"] = interleaved_to_half_rotary(
-            c(tensors["wk_LxKVxD"][i]), header.n_kv_heads
+            c(tensors["wk_LKVD"][i]), header.n_kv_heads
         )
-        out[p + "self_attn.v_proj.weight"] = c(tensors["wv_LxKVxD"][i])
-        out[p + "self_attn.o_proj.weight"] = c(tensors["wo_LxDxD"][i])
-        out[p + "post_attention_layernorm.weight"] = c(tensors["rms_ffn_LxD"][i])
-        out[p + "mlp.gate_proj.weight"] = c(tensors["w1_LxFxD"][i])
-        out[p + "mlp.down_proj.weight"] = c(tensors["w2_LxDxF"][i])
-        out[p + "mlp.up_proj.weight"] = c(tensors["w3_LxFxD"][i])
+        out[p + "self_attn.v_proj.weight"] = c(tensors["wv_LKVD"][i])
+        out[p + "self_attn.o_proj.weight"] = c(tensors["wo_LDD"][i])
+        out[p + "post_attention_layernorm.weight"] = c(tensors["rms_ffn_LD"][i])
+        out[p + "mlp.gate_proj.weight"] = c(tensors["w1_LFD"][i])
+        out[p + "mlp.down_proj.weight"] = c(tensors["w2_LDF"][i])
+        out[p + "mlp.up_proj.weight"] = c(tensors["w3_LFD"][i])
     out["model.norm.weight"] = c(tensors["rms_final_D"])
     if not header.shared_classifier:
-        out["lm_head.weight"] = c(tensors["wcls_VxD"])
+        out["lm_head.weight"] = c(tensors["wcls_VD"])
     return out
 
 

@@ -22,6 +22,7 @@ from flax import struct
 
 from models.cache import KVCache, init_cache
 from models.config import ModelConfig
+from models.errors import SpecjaxError
 
 
 @struct.dataclass
@@ -132,7 +133,8 @@ def hidden_states(
     positions_BT: jax.Array,
     cache: KVCache,
     attn_mask_BTT: jax.Array,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+    feature_layers: tuple[int, ...] = (),
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
     """Runs the blocks over T new tokens that follow each row's cached prefix.
 
     Args:
@@ -140,9 +142,13 @@ def hidden_states(
       cache: the prefix; row b attends to slots [0, cache.length[b]).
       attn_mask_BTT: bool, which new tokens each new token sees (causal for a chain,
         ancestor-or-self for a tree).
+      feature_layers: static layer indices whose outputs are also returned (EAGLE-3-style heads
+        read low, middle and high layers); empty: none, and the forward costs what it did.
 
     Returns:
-      hidden_BTD after the final norm, and the new keys/values k_LBTKH, v_LBTKH for the cache.
+      hidden_BTD after the final norm, the new keys/values k_LBTKH, v_LBTKH for the cache, and
+      features_BTFD: the residual stream after each layer of `feature_layers` (before any final
+      norm; transformers' `hidden_states[l + 1]`), or None when none were asked for.
     """
     B, T = tokens_BT.shape
     Q, K, H, G = config.Q, config.K, config.H, config.G
@@ -185,12 +191,19 @@ def hidden_states(
         m = jnp.einsum("btf,fd->btd", u, p.w_out)
         if p.b_out is not None:
             m = m + p.b_out
-        return x_BTD + m, (k, v)
+        x_BTD = x_BTD + m
+        return x_BTD, (k, v, x_BTD if feature_layers else None)
 
+    for layer in feature_layers:
+        if not 0 <= layer < config.L:
+            raise SpecjaxError(f"feature layer {layer} is outside the model's {config.L} layers")
     # A rolled scan: unrolling measured 4x slower on XLA:CPU for SmolLM2 (and 6x the compile time).
-    x, (k_LBTKH, v_LBTKH) = jax.lax.scan(block, x, (params.layers, cache.k, cache.v))
+    x, (k_LBTKH, v_LBTKH, x_LBTD) = jax.lax.scan(block, x, (params.layers, cache.k, cache.v))
     hidden = _norm(config, x, params.final_norm, params.final_norm_bias)
-    return hidden, k_LBTKH, v_LBTKH
+    features = None
+    if feature_layers:
+        features = jnp.moveaxis(x_LBTD[jnp.asarray(feature_layers)], 0, 2)  # [B, T, F, D]
+    return hidden, k_LBTKH, v_LBTKH, features
 
 
 def lm_logits(params: ModelParams, hidden_BTD: jax.Array) -> jax.Array:
@@ -210,25 +223,41 @@ def forward(
     attn_mask_BTT: jax.Array,
 ) -> tuple[jax.Array, jax.Array, KVCache]:
     """The DESIGN contract: (logits_BTV, hidden_BTD, cache with the T entries appended)."""
-    hidden, k_new, v_new = hidden_states(
+    hidden, k_new, v_new, _ = hidden_states(
         config, params, tokens_BT, positions_BT, cache, attn_mask_BTT
     )
     return lm_logits(params, hidden), hidden, cache.append(k_new, v_new)
 
 
-def sequence_hidden(config: ModelConfig, params: ModelParams, tokens_BxS: jax.Array) -> jax.Array:
-    """hidden_BxSxD (after the final norm) of a causal forward over whole sequences, no cache kept.
+def forward_with_features(
+    config: ModelConfig,
+    params: ModelParams,
+    tokens_BT: jax.Array,
+    positions_BT: jax.Array,
+    cache: KVCache,
+    attn_mask_BTT: jax.Array,
+    feature_layers: tuple[int, ...],
+) -> tuple[jax.Array, jax.Array, jax.Array | None, KVCache]:
+    """`forward`, plus features_BTFD of `feature_layers` (None when empty; see `hidden_states`)."""
+    hidden, k_new, v_new, features = hidden_states(
+        config, params, tokens_BT, positions_BT, cache, attn_mask_BTT, feature_layers
+    )
+    return lm_logits(params, hidden), hidden, features, cache.append(k_new, v_new)
+
+
+def sequence_hidden(config: ModelConfig, params: ModelParams, tokens_BS: jax.Array) -> jax.Array:
+    """hidden_BSD (after the final norm) of a causal forward over whole sequences, no cache kept.
 
     Training and teacher-forced evaluation read every position of known sequences at once.
     """
-    B, S = tokens_BxS.shape
+    B, S = tokens_BS.shape
     # A 1-slot cache of length 0: the forward attends only among the S tokens.
     cache = init_cache(config.L, B, config.K, 1, config.H, params.dtype)
-    positions_BxS = jnp.broadcast_to(jnp.arange(S, dtype=jnp.int32), (B, S))
-    hidden_BxSxD, _, _ = hidden_states(
-        config, params, tokens_BxS, positions_BxS, cache, causal_mask(B, S)
+    positions_BS = jnp.broadcast_to(jnp.arange(S, dtype=jnp.int32), (B, S))
+    hidden_BSD, _, _, _ = hidden_states(
+        config, params, tokens_BS, positions_BS, cache, causal_mask(B, S)
     )
-    return hidden_BxSxD
+    return hidden_BSD
 
 
 def causal_mask(B: int, T: int) -> jax.Array:

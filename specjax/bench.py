@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,9 +22,17 @@ from absl import app, flags
 from models.errors import SpecjaxError
 from specjax import methods
 from specjax.acceptance import make_policy
+from specjax.bench_measure import (
+    agreement,
+    copy_bandwidth_gbs,
+    peak_memory_mb,
+    target_nll,
+    verify_cost_curve,
+)
+from specjax.bench_report import plot, summarize
 from specjax.cli import parse_flags, run_or_fail
 from specjax.methods import define_flags, settings_from_flags
-from specjax.prompts import load_prompts
+from specjax.prompt_sets import load_prompts
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "smollm2", "Target: GGUF file, HF directory or 'smollm2'.")
@@ -58,6 +65,13 @@ flags.DEFINE_list("categories", [], "Categories to keep (default: all).")
 flags.DEFINE_integer("per_category", 2, "Prompts per category.")
 flags.DEFINE_integer("max_new_tokens", 128, "Tokens per prompt.")
 flags.DEFINE_integer("repeats", 3, "Timed runs per prompt and method (median reported).")
+flags.DEFINE_float(
+    "temperature",
+    0.0,
+    "0: greedy (lossless rows must match vanilla token for token). > 0: our methods sample "
+    "(seed 0 per prompt) and every row reports the target's mean NLL per token of its output "
+    "at that temperature instead; the peers, which decode greedily, are left out.",
+)
 define_flags(FLAGS)  # every registered method's settings; --gamma is also the assisted peer's
 flags.DEFINE_list(
     "pool_modes",
@@ -71,62 +85,6 @@ flags.DEFINE_bool(
 flags.DEFINE_string("out", "bench_out", "Output directory (results.json, results.md, results.png).")
 
 QUICK_CATEGORIES = 2
-
-
-def copy_bandwidth_gbs() -> float:
-    """Read + write bytes per second of a large memcpy (the machine's memory roofline)."""
-    import numpy as np
-
-    a = np.ones(64 * 1024 * 1024, np.float32)
-    b = np.empty_like(a)
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        np.copyto(b, a)
-        times.append(time.perf_counter() - t0)
-    return 2 * a.nbytes / min(times) / 1e9
-
-
-def verify_cost_curve(config, params, Ts=(1, 2, 4, 8, 16, 32), context=256, repeats=10) -> dict:
-    """Median ms of one jitted forward over T new tokens after `context` cached ones."""
-    import jax
-    import jax.numpy as jnp
-
-    from models.cache import init_cache
-    from models.transformer import causal_mask, forward
-
-    cache = init_cache(config.L, 1, config.K, context + max(Ts) + 1, config.H, params.dtype)
-    cache = cache.replace(length=jnp.array([context], jnp.int32))
-    fwd = jax.jit(forward, static_argnums=0)
-    ms = {}
-    for T in Ts:
-        args = (
-            jnp.zeros((1, T), jnp.int32),
-            context + jnp.arange(T)[None],
-            cache,
-            causal_mask(1, T),
-        )
-        jax.block_until_ready(fwd(config, params, *args))
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fwd(config, params, *args))
-            times.append(time.perf_counter() - t0)
-        ms[T] = 1e3 * statistics.median(times)
-    return {"ms": ms, "c": {T: ms[T] / ms[1] for T in Ts}}
-
-
-def _peak_memory_mb() -> dict:
-    """Peak host RSS of this process so far, and the accelerator's peak where JAX reports it."""
-    import resource
-
-    import jax
-
-    out = {"host_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    stats = jax.local_devices()[0].memory_stats() or {}
-    if "peak_bytes_in_use" in stats:
-        out["device_peak_mb"] = stats["peak_bytes_in_use"] / 2**20
-    return out
 
 
 def _row_names() -> list[tuple[str, str, str | None, str]]:
@@ -205,9 +163,9 @@ def run_bench() -> dict:
         )
 
     from models.loading import load_model
+    from specjax.chat import encode_prompt
     from specjax.engine import generate
     from specjax.methods import make_drafter
-    from specjax.prompts import encode_prompt
 
     per_cat, max_new, repeats = FLAGS.per_category, FLAGS.max_new_tokens, FLAGS.repeats
     max_cats = None
@@ -215,6 +173,12 @@ def run_bench() -> dict:
         per_cat, max_new, repeats, max_cats = 1, 32, 1, QUICK_CATEGORIES
     if max_new < 1 or repeats < 1 or per_cat < 1:
         raise SpecjaxError("--max_new_tokens, --repeats and --per_category must be >= 1")
+    if FLAGS.temperature < 0:
+        raise SpecjaxError(f"--temperature must be >= 0, got {FLAGS.temperature}")
+    sampled = FLAGS.temperature > 0
+    from specjax.sampling import SamplingConfig
+
+    sampling = SamplingConfig(temperature=FLAGS.temperature)
     for m in FLAGS.methods:
         methods.method(m)  # an unknown or unbuilt method fails here, before any model work
     for a in FLAGS.accept:
@@ -250,6 +214,8 @@ def run_bench() -> dict:
         draft_model = (d[0].config, d[1])
     warm_pools = {}  # (row name, preset) -> the pool carried to the next prompt
     peers, missing = _make_peers(model, draft_model, max(len(i) for i in ids) + max_new + 16)
+    if sampled:
+        missing.update({name: "the peers decode greedily (--temperature=0)" for name, *_ in peers})
 
     raw = []
     n_rows = len(ours) + len(peers)
@@ -266,6 +232,7 @@ def run_bench() -> dict:
             policy = make_policy(accept)
             kw = dict(
                 max_new_tokens=max_new,
+                sampling=sampling,
                 eos_ids=model.eos_ids,
                 drafter=drafter,
                 draft_params=dparams,
@@ -291,10 +258,17 @@ def run_bench() -> dict:
                     accepted=first.accepted[0],
                     seconds=secs,
                     compile_seconds=first.compile_seconds,
-                    mismatch=toks != vanilla_tokens,
+                    # Sampled outputs of an exact method differ from vanilla's draw by draw; their
+                    # exactness is the chi-square tests' job, and the NLL below compares them.
+                    mismatch=None if sampled else toks != vanilla_tokens,
                     lossless=policy.lossless,
-                    vanilla_agreement=_agreement(toks, vanilla_tokens),
-                    **_peak_memory_mb(),
+                    vanilla_agreement=agreement(toks, vanilla_tokens),
+                    target_nll=(
+                        target_nll(model.config, model.params, prompt, toks, FLAGS.temperature)
+                        if sampled
+                        else None
+                    ),
+                    **peak_memory_mb(),
                 )
             )
             bar.update(1)
@@ -324,8 +298,8 @@ def run_bench() -> dict:
                     # a mismatch is a numerical tie broken differently, reported, not a failure.
                     mismatch=run.tokens != vanilla_tokens,
                     lossless=False,
-                    vanilla_agreement=_agreement(run.tokens, vanilla_tokens),
-                    **_peak_memory_mb(),
+                    vanilla_agreement=agreement(run.tokens, vanilla_tokens),
+                    **peak_memory_mb(),
                 )
             )
             bar.update(1)
@@ -347,6 +321,7 @@ def run_bench() -> dict:
         per_category=per_cat,
         max_new_tokens=max_new,
         repeats=repeats,
+        temperature=FLAGS.temperature,
         gamma=FLAGS.gamma,
         settings={
             kind: {c: repr(s) for c, s in by_cat.items()}
@@ -361,150 +336,6 @@ def run_bench() -> dict:
         weight_bytes=weight_bytes,
         roofline_tokens_per_s=bandwidth * 1e9 / weight_bytes,
     )
-
-
-def _agreement(tokens: list[int], vanilla: list[int]) -> float:
-    """Fraction of positions (over the longer output) where the tokens equal vanilla greedy's:
-    how far an approximate method strays from the target (1.0 for a lossless one)."""
-    n = max(len(tokens), len(vanilla), 1)
-    return sum(a == b for a, b in zip(tokens, vanilla, strict=False)) / n
-
-
-def aggregate(res: dict) -> dict:
-    """{(method, category or 'all'): tau, tok/s, acceptance, speedup, mismatches} from the raw runs.
-
-    Tokens/s of a group is total tokens over the sum of per-prompt median seconds; the speedup is
-    that over vanilla's on the same prompts in the same run.
-    """
-    from collections import defaultdict
-
-    groups = defaultdict(list)
-    for r in res["raw"]:
-        for key in (r["category"], "all"):
-            groups[(r["method"], key)].append(r)
-    out = {}
-    for (method, cat), rs in groups.items():
-        tokens = sum(r["new_tokens"] for r in rs)
-        secs = sum(statistics.median(r["seconds"]) for r in rs)
-        drafted = sum(r["drafted"] for r in rs)
-        out[(method, cat)] = dict(
-            prompts=len(rs),
-            tau=tokens / max(sum(r["target_calls"] for r in rs), 1),
-            tokens_per_s=tokens / secs if secs > 0 else 0.0,
-            acceptance=(sum(r["accepted"] for r in rs) / drafted) if drafted else None,
-            mismatches=sum(bool(r["mismatch"]) for r in rs),
-            lossless=all(r.get("lossless", False) for r in rs),
-            agreement=sum(r.get("vanilla_agreement", 0.0) * r["new_tokens"] for r in rs)
-            / max(tokens, 1),
-            compile_s=statistics.median(r["compile_seconds"] for r in rs),
-            peak_rss_mb=max(r["host_peak_rss_mb"] for r in rs),
-        )
-    for (_method, cat), s in out.items():
-        base = out[("vanilla", cat)]["tokens_per_s"]
-        s["speedup"] = s["tokens_per_s"] / base if base else 0.0
-    return out
-
-
-def summarize(res: dict) -> str:
-    """results.md: per category and method, then c(T), the roofline and the missing peers."""
-    agg = aggregate(res)
-    cats = [c for c in res["categories"]] + (["all"] if len(res["categories"]) > 1 else [])
-    methods = list(dict.fromkeys(r["method"] for r in res["raw"]))
-    lines = [
-        f"specjax bench, {res['date']}, {res['machine']} ({res['cpu_count']} cores, "
-        f"{res['backend']}: {res['device']}), model `{Path(res['model']).name}`",
-        "",
-        f"Greedy, batch 1, up to {res['max_new_tokens']} new tokens, median of {res['repeats']} "
-        f"timed runs after a warm-up run, gamma {res['gamma']}. Command: `{res['command']}`",
-        "",
-        *(
-            [
-                "Method settings per category (specjax/methods.py, configs/): "
-                + "; ".join(
-                    f"{kind}: " + ", ".join(f"{c}: {s}" for c, s in by_cat.items())
-                    for kind, by_cat in res["settings"].items()
-                ),
-                "",
-            ]
-            if res["settings"]
-            else []
-        ),
-        "| category | method | prompts | tau | acceptance | tok/s | speedup vs vanilla "
-        "| mismatches vs vanilla | first call s | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for cat in cats:
-        for m in methods:
-            s = agg.get((m, cat))
-            if s is None:
-                continue
-            acc = "-" if s["acceptance"] is None else f"{s['acceptance']:.2f}"
-            ours = not m.startswith(("transformers", "llama.cpp"))
-            check = (
-                f"{s['mismatches']}"
-                if s["lossless"] or not ours
-                else f"approximate: {s['agreement']:.2f} of tokens equal vanilla's"
-            )
-            lines.append(
-                f"| {cat} | {m} | {s['prompts']} | {s['tau']:.2f} | {acc} | "
-                f"{s['tokens_per_s']:.1f} | {s['speedup']:.2f}x | {check} | "
-                f"{s['compile_s']:.1f} | {s['peak_rss_mb']:.0f} |"
-            )
-    for name, why in res["unavailable"].items():
-        lines.append(f"| all | {name} | - | - | - | - | - | - | - | not run: {why} |")
-    lines += [
-        "",
-        "tau = new tokens / target forwards (prefill included); speedups are to our vanilla in this "
-        "run. Mismatches of our lossless methods must be 0; approximate rows (an acceptance policy "
-        "other than exact) report the fraction of their tokens equal to vanilla greedy's instead; "
-        "a peer's count is numerical ties broken by different kernels. 'first call' is compile (ours) or warm-up (peers).",
-        "",
-        "Verify cost c(T) = time of one forward over T new tokens / over 1 (context 256):",
-        "",
-    ]
-    for who, c in res["verify_cost"].items():
-        Ts = list(c["c"])
-        lines += [
-            f"| {who} | " + " | ".join(f"T={t}" for t in Ts) + " |",
-            "|---|" + "---|" * len(Ts),
-            "| ms | " + " | ".join(f"{c['ms'][t]:.1f}" for t in Ts) + " |",
-            "| c(T) | " + " | ".join(f"{c['c'][t]:.2f}" for t in Ts) + " |",
-            "",
-        ]
-    lines.append(
-        f"Roofline: {res['weight_bytes'] / 1e6:.0f} MB of weights read per target call / "
-        f"{res['copy_bandwidth_gbs']:.1f} GB/s measured copy bandwidth = "
-        f"{res['roofline_tokens_per_s']:.1f} tok/s at most for vanilla decoding in this dtype."
-    )
-    return "\n".join(lines) + "\n"
-
-
-def plot(res: dict, path: Path) -> None:
-    """results.png: speedup vs vanilla and tau, per category, one bar per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    agg = aggregate(res)
-    cats = list(res["categories"]) + (["all"] if len(res["categories"]) > 1 else [])
-    methods = list(dict.fromkeys(r["method"] for r in res["raw"]))
-    x = np.arange(len(cats))
-    width = 0.8 / len(methods)
-    fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.2 * len(cats) + 4), 8), sharex=True)
-    for ax, key, label in ((axes[0], "speedup", "speedup vs vanilla"), (axes[1], "tau", "tau")):
-        for i, m in enumerate(methods):
-            vals = [agg[(m, c)][key] if (m, c) in agg else 0.0 for c in cats]
-            ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width, label=m)
-        ax.axhline(1.0, color="gray", linewidth=0.8)
-        ax.set_ylabel(label)
-    axes[1].set_xticks(x, cats, rotation=30, ha="right")
-    axes[0].legend(fontsize=8, ncol=2)
-    axes[0].set_title(f"specjax bench: {Path(res['model']).name}, {res['date']}")
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)
 
 
 def main(argv):

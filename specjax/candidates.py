@@ -53,11 +53,14 @@ class Prefill:
       hidden: [B, P, D] the target's final-norm hidden states at every prompt position (heads that
         attend over the context start from them; a drafter that ignores them costs nothing, as
         XLA drops what is never read).
+      features: [B, P, F, D] the outputs of the target layers the drafter's `feature_layers`
+        names, in that order (None when it names none).
     """
 
     tokens: jax.Array
     length: jax.Array
     hidden: jax.Array
+    features: jax.Array | None = None
 
 
 @struct.dataclass
@@ -91,6 +94,8 @@ class Verified:
       target_argmax: int32 [B, T] the target's argmax after every node (Ouroboros reuses it).
       hidden: [B, T, D] the target's final-norm hidden state at every node of the block (a head
         with its own context state appends the accepted path's: hidden[b, path[b, :n_path]]).
+      features: [B, T, F, D] the outputs of the drafter's `feature_layers` at every node (None
+        when it names none).
       target_ran: bool [B] the target checked this row's block (see `Candidates.needs_target`).
       candidates: the block that was verified.
     """
@@ -104,6 +109,7 @@ class Verified:
     hidden: jax.Array
     target_ran: jax.Array
     candidates: Candidates
+    features: jax.Array | None = None
 
 
 def tree_mask(parent_BT: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -15,9 +15,9 @@ from absl import app, flags
 
 from models.errors import SpecjaxError
 from specjax.acceptance import POLICIES, make_policy
+from specjax.chat import encode_prompt
 from specjax.cli import parse_flags, run_or_fail
 from specjax.methods import REGISTRY, define_flags, method_with_needs, settings_from_flags
-from specjax.prompts import encode_prompt
 
 DEFAULT_PROMPT = "Explain in three sentences why the sky is blue."
 

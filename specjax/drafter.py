@@ -24,6 +24,9 @@ class Drafter(Protocol):
     """Attributes and methods the engine relies on.
 
     block_size: T, the static number of slots of every block (root + draft nodes).
+    feature_layers: optional (default none), a static tuple of target layer indices whose
+      outputs the drafter reads (EAGLE-3 style): they arrive as `Prefill.features` and
+      `Verified.features`; a drafter that names none leaves the target forward as it is.
     init: the drafter's state after the prompts (`prefill` carries the target's hidden states at
       every prompt position); `cache_len` is the number of slots the target's cache has.
     propose: the block to verify, from the state and what the target last produced (`ctx`);

@@ -9,6 +9,7 @@ tokens depend on its seed and prompt only, never on the rest of the batch.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -23,12 +24,19 @@ from jax.sharding import Mesh
 from models.cache import KVCache, init_cache
 from models.config import ModelConfig
 from models.errors import SpecjaxError
-from models.transformer import ModelParams, causal_mask, forward, hidden_states, lm_logits
+from models.transformer import (
+    ModelParams,
+    causal_mask,
+    forward,
+    forward_with_features,
+    hidden_states,
+    lm_logits,
+)
 from specjax.acceptance import AcceptancePolicy, ExactAcceptance
 from specjax.candidates import Candidates, DraftContext, Prefill, Verified, tree_mask
 from specjax.drafter import Drafter
 from specjax.sampling import SamplingConfig, sample_token
-from specjax.sharding import batch_sharding, constrain_cache
+from specjax.sharding import batch_sharding, constrain_cache, placement, state_shardings
 
 MIN_PROMPT_BUCKET = 32
 PAD_TOKEN = 0  # written into prompt padding; never attended to.
@@ -121,16 +129,20 @@ def prefill(
     row_keys: jax.Array,
     cache_len: int,
     mesh: Mesh | None = None,
-) -> tuple[DecodeState, jax.Array]:
+    feature_layers: tuple[int, ...] = (),
+) -> tuple[DecodeState, jax.Array, jax.Array | None]:
     """Runs the padded prompts through the target and emits each row's first token.
 
-    Also returns the target's hidden states at every prompt position, [B, P, D], for drafters.
+    Also returns, for drafters, the target's hidden states at every prompt position [B, P, D] and
+    the features of `feature_layers` there [B, P, F, D] (None when none are asked for).
     """
     B, P = prompt_BP.shape
     cache = init_cache(config.L, B, config.K, cache_len, config.H, params.dtype)
     cache = constrain_cache(cache, mesh)
     positions = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32), (B, P))
-    hidden, k, v = hidden_states(config, params, prompt_BP, positions, cache, causal_mask(B, P))
+    hidden, k, v, features = hidden_states(
+        config, params, prompt_BP, positions, cache, causal_mask(B, P), feature_layers
+    )
     cache = cache.append(k, v).replace(length=prompt_len_B)  # forget the padding
     last_hidden = jnp.take_along_axis(hidden, (prompt_len_B - 1)[:, None, None], axis=1)
     logits = lm_logits(params, last_hidden)[:, 0]
@@ -148,7 +160,7 @@ def prefill(
         last_hidden=last_hidden[:, 0],
     )
     first = _sample_rows(row_keys, state.num_new, logits, spec.sampling)
-    return emit_tokens(state, spec, first[:, None], jnp.ones((B,), jnp.int32)), hidden
+    return emit_tokens(state, spec, first[:, None], jnp.ones((B,), jnp.int32)), hidden, features
 
 
 def vanilla_step(
@@ -167,20 +179,33 @@ def vanilla_step(
     return emit_tokens(state, spec, token[:, None], jnp.ones((B,), jnp.int32))
 
 
-def _target_block(config, params, cands: Candidates, cache: KVCache, any_needed, any_draft):
-    """One target forward over the block. When no row drafted anything, a 1-token forward instead
-    (same outputs at slot 0, so n-gram lookup without a match costs what vanilla costs); when no
-    row needs the target at all (`any_needed` False; None for drafters that never skip, which
-    keeps their program as it was), no forward (zeros, and nothing is accepted)."""
+def _target_block(
+    config, params, cands: Candidates, cache: KVCache, any_needed, any_draft, feature_layers
+):
+    """One target forward over the block: (logits, hidden, features or None, cache).
+
+    When no row drafted anything, a 1-token forward instead (same outputs at slot 0, so n-gram
+    lookup without a match costs what vanilla costs); when no row needs the target at all
+    (`any_needed` False; None for drafters that never skip, which keeps their program as it was),
+    no forward (zeros, and nothing is accepted)."""
     B, T = cands.tokens.shape
     depth, mask = tree_mask(cands.parent)
+    F = len(feature_layers)
 
     def full(cache):
-        return forward(config, params, cands.tokens, cache.length[:, None] + depth, cache, mask)
+        return forward_with_features(
+            config, params, cands.tokens, cache.length[:, None] + depth, cache, mask, feature_layers
+        )
 
     def root_only(cache):
-        logits, hidden, new_cache = forward(
-            config, params, cands.tokens[:, :1], cache.length[:, None], cache, causal_mask(B, 1)
+        logits, hidden, features, new_cache = forward_with_features(
+            config,
+            params,
+            cands.tokens[:, :1],
+            cache.length[:, None],
+            cache,
+            causal_mask(B, 1),
+            feature_layers,
         )
         pad = ((0, 0), (0, T - 1), (0, 0))
         # Slots 1.. hold no drafts, so only slot 0's outputs are read; the length stays in step
@@ -188,18 +213,25 @@ def _target_block(config, params, cands: Candidates, cache: KVCache, any_needed,
         return (
             jnp.pad(logits, pad),
             jnp.pad(hidden, pad),
+            None if features is None else jnp.pad(features, pad + ((0, 0),)),
             new_cache.replace(length=new_cache.length + T - 1),
         )
 
     def skip(cache):
-        logits = jnp.zeros((B, T, config.V), params.dtype)
+        logits = jnp.zeros((B, T, config.V), jnp.float32)
         hidden = jnp.zeros((B, T, config.D), params.dtype)
-        return logits, hidden, cache.replace(length=cache.length + T)
+        features = jnp.zeros((B, T, F, config.D), params.dtype) if F else None
+        return logits, hidden, features, cache.replace(length=cache.length + T)
 
     if any_needed is None:  # the drafter never skips the target: the two-way choice only
         return jax.lax.cond(any_draft, full, root_only, cache)
     branch = jnp.where(any_needed, jnp.where(any_draft, 2, 1), 0)
     return jax.lax.switch(branch, (skip, root_only, full), cache)
+
+
+def feature_layers_of(drafter) -> tuple[int, ...]:
+    """The target layers whose outputs the drafter reads (none unless it declares some)."""
+    return tuple(getattr(drafter, "feature_layers", ()) or ())
 
 
 def speculative_step(
@@ -230,13 +262,14 @@ def speculative_step(
     needed = active if cands.needs_target is None else active & cands.needs_target
     num_drafted = jnp.where(needed, cands.num_drafted, 0)
     may_skip = cands.needs_target is not None  # static: only such drafters get the third branch
-    logits, hidden, new_cache = _target_block(
+    logits, hidden, features, new_cache = _target_block(
         config,
         params,
         cands,
         cache,
         jnp.any(needed) if may_skip else None,
         jnp.any(num_drafted > 0),
+        feature_layers_of(drafter),
     )
     path, n_path, bonus = spec.acceptance.accept(verify_keys, logits, cands, spec.sampling)
     n_path = jnp.where(needed, n_path, 0)  # a row the target skipped keeps nothing
@@ -255,6 +288,7 @@ def speculative_step(
         new_root_position=cache.length + n_path,
         target_argmax=jnp.argmax(logits, axis=-1).astype(jnp.int32),
         hidden=hidden,
+        features=features,
         target_ran=needed,
         candidates=cands,
     )
@@ -285,11 +319,14 @@ def _start(
     config, spec, drafter, params, draft_params, prompt_BP, prompt_len_B, row_keys, cache_len, mesh
 ) -> DecodeState:
     """Prefill, the first token, and the drafter's initial state."""
-    state, hidden_BPD = prefill(
-        config, params, spec, prompt_BP, prompt_len_B, row_keys, cache_len, mesh
+    layers = feature_layers_of(drafter)
+    state, hidden_BPD, features_BPFD = prefill(
+        config, params, spec, prompt_BP, prompt_len_B, row_keys, cache_len, mesh, layers
     )
     if drafter is not None:
-        prompt = Prefill(tokens=prompt_BP, length=prompt_len_B, hidden=hidden_BPD)
+        prompt = Prefill(
+            tokens=prompt_BP, length=prompt_len_B, hidden=hidden_BPD, features=features_BPFD
+        )
         state = state.replace(draft_state=drafter.init(draft_params, prompt, cache_len))
     return state
 
@@ -376,7 +413,15 @@ def prompt_bucket(n: int) -> int:
     return max(MIN_PROMPT_BUCKET, 1 << (max(n, 1) - 1).bit_length())
 
 
-_COMPILED: dict = {}
+# Compiled drivers by call signature, least recently used first. Bounded: every XLA:CPU executable
+# keeps its machine code in memory mappings of its own (hundreds for one decode loop), and a
+# process that compiles shape after shape (a server, a notebook, a test session) would otherwise
+# reach the kernel's limit on mappings (vm.max_map_count, 65530 by default), where allocations
+# fail and XLA crashes inside a later compile. JAX's own caches keep every executable whose trace
+# they hold, so dropping our reference alone frees nothing: an eviction also clears them
+# (`jax.clear_caches`); the drivers still held here stay compiled.
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+MAX_COMPILED = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -394,14 +439,60 @@ class _Call:
     def batch(self) -> int:
         return self.args[2].shape[0]
 
+    def state_shardings(self):
+        """Explicit shardings of the decode state under a mesh (None without one)."""
+        if self.mesh is None:
+            return None
+        c = self
+        shape = jax.eval_shape(
+            lambda *args: _start(c.config, c.spec, c.drafter, *args, c.cache_len, c.mesh), *c.args
+        )
+        return state_shardings(shape, self.mesh, self.batch)
+
+    def lower(self, driver):
+        """`driver` (`_decode` or `_start`) jitted for this call: with a mesh, under explicit
+        input shardings (the arguments' own placement) and output shardings (`state_shardings`)."""
+        c = self
+        if c.mesh is None:
+            jitted = _decode_jit if driver is _decode else _start_jit
+            return jitted.lower(c.config, c.spec, c.drafter, *c.args, c.cache_len, c.mesh)
+        fn = jax.jit(
+            lambda *args: driver(c.config, c.spec, c.drafter, *args, c.cache_len, c.mesh),
+            in_shardings=placement(c.args, c.mesh),
+            out_shardings=c.state_shardings(),
+        )
+        return fn.lower(*c.args)
+
+    def lower_advance(self, steps: int, state: DecodeState):
+        """The streaming chunk for this call, state donated (and, with a mesh, its layout fixed)."""
+        c = self
+        params, draft_params = c.args[:2]
+        if c.mesh is None:
+            return _advance_jit.lower(
+                c.config, c.spec, c.drafter, steps, params, draft_params, state
+            )
+        layout = c.state_shardings()
+        fn = jax.jit(
+            lambda p, d, s: _advance(c.config, c.spec, c.drafter, steps, p, d, s),
+            in_shardings=placement((params, draft_params), c.mesh) + (layout,),
+            out_shardings=layout,
+            donate_argnums=(2,),
+        )
+        return fn.lower(params, draft_params, state)
+
     def compiled(self, name: str, fn, *static) -> tuple[Any, float]:
         """The AOT-compiled driver for this call's shapes, and the seconds its compile took."""
         signature = jax.tree.map(lambda x: (x.shape, x.dtype, x.sharding), self.args)
         key = (name, self.config, self.spec, self.drafter, self.cache_len, self.mesh, signature)
         if key in _COMPILED:
+            _COMPILED.move_to_end(key)
             return _COMPILED[key], 0.0
         t0 = time.perf_counter()
         _COMPILED[key] = fn(*static)
+        if len(_COMPILED) > MAX_COMPILED:
+            while len(_COMPILED) > MAX_COMPILED:
+                _COMPILED.popitem(last=False)
+            jax.clear_caches()
         return _COMPILED[key], time.perf_counter() - t0
 
 
@@ -446,9 +537,13 @@ def _prepare(
     block = 1 if drafter is None else drafter.block_size
     cache_len = P + max_new_tokens + block + 1  # slack: a full block may be written past the end
     rows = (jnp.asarray(prompt_BP), jnp.asarray(prompt_len_B), row_keys)
+    args = (params, draft_params, *rows)
     if mesh is not None:
         rows = tuple(jax.device_put(x, batch_sharding(mesh, x.shape)) for x in rows)
-    return _Call(config, spec, drafter, cache_len, mesh, (params, draft_params, *rows))
+        # Anything not yet on the mesh (a draft model left unsharded) goes there replicated.
+        args = jax.device_put((params, draft_params), placement((params, draft_params), mesh))
+        args = (*args, *rows)
+    return _Call(config, spec, drafter, cache_len, mesh, args)
 
 
 def _result(state: DecodeState, seconds: float, compile_seconds: float, keep_state: bool):
@@ -495,12 +590,7 @@ def generate(
         drafter, draft_params, acceptance,
     )  # fmt: skip
     c = call
-    run, compile_seconds = c.compiled(
-        "decode",
-        lambda: _decode_jit.lower(
-            c.config, c.spec, c.drafter, *c.args, c.cache_len, c.mesh
-        ).compile(),
-    )
+    run, compile_seconds = c.compiled("decode", lambda: c.lower(_decode).compile())
     t0 = time.perf_counter()
     state = jax.block_until_ready(run(*c.args))
     return _result(state, time.perf_counter() - t0, compile_seconds, keep_state)
@@ -517,21 +607,11 @@ class TokenStream:
     def __iter__(self):
         c, k = self._call, self._k
         params, draft_params = c.args[:2]
-        start, t_start = c.compiled(
-            "start",
-            lambda: _start_jit.lower(
-                c.config, c.spec, c.drafter, *c.args, c.cache_len, c.mesh
-            ).compile(),
-        )
+        start, t_start = c.compiled("start", lambda: c.lower(_start).compile())
         t0 = time.perf_counter()
         state = start(*c.args)
         seconds = time.perf_counter() - t0
-        advance, t_advance = c.compiled(
-            f"advance{k}",
-            lambda: _advance_jit.lower(
-                c.config, c.spec, c.drafter, k, params, draft_params, state
-            ).compile(),
-        )
+        advance, t_advance = c.compiled(f"advance{k}", lambda: c.lower_advance(k, state).compile())
         sent = np.zeros((c.batch,), np.int64)
         while True:
             t0 = time.perf_counter()

@@ -108,3 +108,33 @@ def constrain_cache(cache: KVCache, mesh: Mesh | None) -> KVCache:
 def batch_sharding(mesh: Mesh, shape: tuple[int, ...]) -> NamedSharding:
     """Prompts and per-row arrays: batch on "data"."""
     return NamedSharding(mesh, spec_for(shape, ("batch",) + (None,) * (len(shape) - 1), mesh))
+
+
+def state_shardings(state_shape, mesh: Mesh, batch: int):
+    """NamedShardings for a decode state (any pytree of arrays or ShapeDtypeStructs): the KV
+    cache's keys and values by CACHE_AXES, every other array with a leading batch dimension
+    batch-sharded on "data" (per-row counters, outputs, keys, a drafter's per-row state), and
+    the rest replicated. The jitted loop gets these as its explicit output shardings, so the state
+    comes back laid out as it went in and the streaming driver's donated input matches."""
+
+    def one(path, x):
+        names = [getattr(p, "name", None) for p in path]
+        if names[-1:] in (["k"], ["v"]) and len(x.shape) == len(CACHE_AXES):
+            return NamedSharding(mesh, spec_for(x.shape, CACHE_AXES, mesh))
+        if x.shape and x.shape[0] == batch:
+            return batch_sharding(mesh, x.shape)
+        return NamedSharding(mesh, PartitionSpec())
+
+    return jax.tree_util.tree_map_with_path(one, state_shape)
+
+
+def placement(tree, mesh: Mesh):
+    """Each array's own sharding where it is already laid out on `mesh`, else replicated: the
+    explicit input shardings of the jitted loop (the engine places its arguments by them)."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def one(x):
+        s = getattr(x, "sharding", None)
+        return s if isinstance(s, NamedSharding) and s.mesh == mesh else replicated
+
+    return jax.tree.map(one, tree)

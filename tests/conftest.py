@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import jax
 import pytest
 
 from models import embedded
@@ -32,3 +33,31 @@ def smollm2_path() -> Path:
         return embedded.default_gguf_path()
     except SpecjaxError as e:
         pytest.skip(f"SmolLM2 GGUF unavailable: {e}")
+
+
+def memory_mappings() -> tuple[int, int] | None:
+    """(mappings this process holds, the kernel's limit), where Linux tells."""
+    try:
+        with open("/proc/self/maps") as maps, open("/proc/sys/vm/max_map_count") as limit:
+            return sum(1 for _ in maps), int(limit.read())
+    except OSError:
+        return None
+
+
+@pytest.fixture(autouse=True)
+def release_compiled_programs():
+    """After any test, drops every compiled program once they hold over a third of the kernel's
+    memory mappings. XLA:CPU maps the machine code of each live executable separately (hundreds
+    of mappings for one decode loop); the suite compiles a few thousand programs, more than
+    vm.max_map_count (65530) allows, and at the limit XLA segfaults in the middle of a later
+    compile. The engine bounds its own drivers (`specjax.engine.MAX_COMPILED`); this catches the
+    tests' own jitted functions too."""
+    yield
+    held = memory_mappings()
+    if held is not None and held[0] > held[1] // 3:
+        from specjax import engine
+        from train_heads import train
+
+        engine._COMPILED.clear()
+        train._COMPILED.clear()
+        jax.clear_caches()

@@ -169,3 +169,52 @@ def test_without_matplotlib_names_the_extra_before_any_work(tmp_path: Path):
     assert len(lines) == 1 and lines[0].startswith("error: the bench draws results.png"), lines
     assert "pip install -e '.[bench]'" in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_target_nll_is_the_transformers_reference_log_likelihood(tmp_path):
+    import numpy as np
+    import torch
+
+    from models.config import ModelConfig
+    from models.hf_checkpoint import params_from_hf, read_hf_dir
+    from specjax.bench_measure import target_nll
+    from tests.hf_reference import torch_logits
+
+    ref = make_tiny_hf_model("llama", tmp_path, seed=2)
+    hf_config, tensors = read_hf_dir(tmp_path)
+    config = ModelConfig.from_hf(hf_config)
+    params = params_from_hf(config, tensors)
+    prompt, tokens = [3, 9, 4, 1], [7, 7, 20, 5, 11]
+    logits = torch.as_tensor(torch_logits(ref, np.asarray([prompt + tokens])))[0] / 0.7
+    logp = torch.log_softmax(logits[len(prompt) - 1 : -1], dim=-1)
+    expected = -logp[torch.arange(len(tokens)), torch.as_tensor(tokens)].mean().item()
+    assert abs(target_nll(config, params, prompt, tokens, 0.7) - expected) < 1e-4
+
+
+def test_sampled_bench_reports_the_target_nll_of_every_row(tmp_path):
+    """--temperature > 0: our rows sample, the exactness column becomes the target's NLL of
+    each output, and the greedy peers are listed as not run."""
+    model_dir = tmp_path / "tiny"
+    make_tiny_hf_model("llama", model_dir, seed=5)
+    _word_tokenizer(model_dir, vocab_size=97)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"category": "story", "prompt": "the cat sat on a mat"}) + "\n")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "specjax.bench", f"--model={model_dir}", f"--prompts={prompts}",
+            "--methods=vanilla,ngram", "--accept=exact,typical", "--peers=transformers",
+            "--temperature=1.0", "--quick", f"--out={out}",
+        ],
+        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert {r["method"] for r in res["raw"]} == {"vanilla", "ngram", "ngram+typical"}
+    for r in res["raw"]:
+        assert r["mismatch"] is None and 0 < r["target_nll"] < 20, r
+    assert "transformers:vanilla" in res["unavailable"]
+    md = (out / "results.md").read_text()
+    assert "Sampled at temperature 1.0" in md and "target NLL per token" in md
+    assert "(approximate)" in md

@@ -245,7 +245,7 @@ def test_nochat_tokenizes_like_autotokenizer(stories_dir: Path, happy_json: dict
     from transformers import AutoTokenizer
 
     from models.loading import load_model
-    from specjax.decode import encode_prompt
+    from specjax.chat import encode_prompt
 
     expected = AutoTokenizer.from_pretrained(stories_dir)(PROMPT)["input_ids"]
     assert expected == [1, 403, 407, 261, 378]  # BOS included

@@ -76,9 +76,38 @@ def test_eos_stops_a_row_and_keeps_the_eos_token(tiny_params):
 
 def test_similar_prompt_lengths_share_one_compilation(tiny_params):
     generate(TINY, tiny_params, [[1] * 40], max_new_tokens=4)
-    n = len(engine._COMPILED)
-    generate(TINY, tiny_params, [[2] * 50], max_new_tokens=4)
-    assert len(engine._COMPILED) == n
+    second = generate(TINY, tiny_params, [[2] * 50], max_new_tokens=4)
+    assert second.compile_seconds == 0.0
+
+
+def test_compiled_drivers_are_bounded_least_recently_used_first(tiny_params, monkeypatch):
+    monkeypatch.setattr(engine, "MAX_COMPILED", 2)
+    engine._COMPILED.clear()
+    for n in (1, 2, 1, 3):  # 1 is used again before 3 arrives, so 2 is the one dropped
+        generate(TINY, tiny_params, [[1] * 8], max_new_tokens=n)
+    assert [key[2].max_new_tokens for key in engine._COMPILED] == [1, 3]
+    assert generate(TINY, tiny_params, [[1] * 8], max_new_tokens=1).compile_seconds == 0.0
+
+
+def test_evicted_drivers_give_back_their_memory_mappings(tiny_params, monkeypatch):
+    """Each compiled decode loop holds hundreds of memory mappings; with the bound, compiling
+    shape after shape leaves the count where two live drivers put it (JAX's caches, which keep
+    every executable they traced, are cleared on eviction)."""
+    from tests.conftest import memory_mappings
+
+    if memory_mappings() is None:
+        pytest.skip("needs /proc/self/maps (Linux)")
+    monkeypatch.setattr(engine, "MAX_COMPILED", 2)
+    engine._COMPILED.clear()
+    jax.clear_caches()
+    drafter = NgramDrafter(2, 3)
+    counts = []
+    for n in range(1, 6):
+        generate(TINY, tiny_params, [[1] * 8], max_new_tokens=n, drafter=drafter)
+        counts.append(memory_mappings()[0])
+    per_driver = counts[1] - counts[0]
+    assert per_driver > 50  # what the bound is for: a driver costs real mappings
+    assert max(counts[2:]) < counts[1] + per_driver // 2, counts
 
 
 def test_prompt_longer_than_the_cache_is_a_clear_error(tiny_params):
@@ -147,13 +176,13 @@ def test_target_calls_count_only_real_target_runs(tiny_params, monkeypatch):
     calls plain n-gram drafting makes, however many steps it skipped in between; a step where no
     row needs the target runs no forward at all."""
     runs = []
-    real_forward = engine.forward
+    real_forward = engine.forward_with_features
 
     def counted_forward(*args, **kwargs):
         jax.debug.callback(lambda: runs.append(1))
         return real_forward(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "forward", counted_forward)
+    monkeypatch.setattr(engine, "forward_with_features", counted_forward)
     kw = dict(max_new_tokens=24)
     vanilla = generate(TINY, tiny_params, PROMPTS, **kw)
     plain = generate(TINY, tiny_params, PROMPTS, drafter=NgramDrafter(2, 3), **kw)
@@ -172,3 +201,56 @@ def test_target_calls_count_only_real_target_runs(tiny_params, monkeypatch):
     assert one.tokens == vanilla.tokens[:1]
     assert one.target_calls[0] - 1 == len(runs)
     assert int(one.final_state.draft_state[1][0]) > len(runs)
+
+
+# ---------------------------------------------------------------------------------------------
+# A drafter may read intermediate layers of the target (Prefill.features, Verified.features).
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureReadingNgram(NgramDrafter):
+    """n-gram drafting that keeps what the engine hands it of layers (1, 0): the prefill's
+    features, and the last block's features at its root with the root's position."""
+
+    feature_layers: tuple[int, ...] = (1, 0)
+
+    def init(self, params, prefill, cache_len):
+        B = prefill.length.shape[0]
+        root = (jnp.zeros((B, 2, TINY.D)), jnp.zeros((B,), jnp.int32))
+        return (super().init(params, prefill, cache_len), prefill.features, root)
+
+    def propose(self, params, state, ctx, keys, sampling):
+        inner, prompt_features, (root_features, _) = state
+        cands, inner = super().propose(params, inner, ctx, keys, sampling)
+        return cands, (inner, prompt_features, (root_features, ctx.root_position))
+
+    def update(self, params, state, verified):
+        inner, prompt_features, (_, position) = state
+        inner = super().update(params, inner, verified)
+        return (inner, prompt_features, (verified.features[:, 0], position))
+
+
+def test_a_drafter_gets_the_target_features_it_names(tiny_params):
+    from models.cache import init_cache
+    from models.transformer import causal_mask, forward_with_features
+
+    prompt = PROMPTS[2]
+    vanilla = generate(TINY, tiny_params, [prompt], max_new_tokens=12)
+    r = generate(
+        TINY, tiny_params, [prompt], max_new_tokens=12, keep_state=True,
+        drafter=FeatureReadingNgram(max_ngram=2, num_tokens=3),
+    )  # fmt: skip
+    assert r.tokens == vanilla.tokens
+    _, prompt_features, (root_features, root_position) = r.final_state.draft_state
+
+    seq = np.asarray([prompt + r.tokens[0]], np.int32)
+    S = seq.shape[1]
+    cache = init_cache(TINY.L, 1, TINY.K, S, TINY.H)
+    _, _, expected, _ = forward_with_features(
+        TINY, tiny_params, jnp.asarray(seq), jnp.arange(S)[None], cache, causal_mask(1, S), (1, 0)
+    )
+    P = len(prompt)
+    np.testing.assert_allclose(prompt_features[0, :P], expected[0, :P], atol=1e-5)
+    pos = int(root_position[0])
+    assert P <= pos < S
+    np.testing.assert_allclose(root_features[0], expected[0, pos], atol=1e-5)

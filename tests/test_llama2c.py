@@ -69,52 +69,52 @@ def test_transformers_greedy_matches_published_text(hf_dir: Path) -> None:
     assert text[: len(CONTINUATION)] == CONTINUATION
 
 
-def _rope_adjacent(x_QxH: np.ndarray, pos: int, theta: float = 10000.0) -> np.ndarray:
+def _rope_adjacent(x_QH: np.ndarray, pos: int, theta: float = 10000.0) -> np.ndarray:
     """llama2.c: rotate pairs (x[2i], x[2i+1]) by pos * theta^(-2i/H)."""
-    H = x_QxH.shape[-1]
+    H = x_QH.shape[-1]
     ang_H2 = pos * theta ** (-np.arange(0, H, 2) / H)
     cos, sin = np.cos(ang_H2), np.sin(ang_H2)
-    a, b = x_QxH[..., 0::2], x_QxH[..., 1::2]
-    out = np.empty_like(x_QxH)
+    a, b = x_QH[..., 0::2], x_QH[..., 1::2]
+    out = np.empty_like(x_QH)
     out[..., 0::2] = a * cos - b * sin
     out[..., 1::2] = a * sin + b * cos
     return out
 
 
-def _rope_half(x_QxH: np.ndarray, pos: int, theta: float = 10000.0) -> np.ndarray:
+def _rope_half(x_QH: np.ndarray, pos: int, theta: float = 10000.0) -> np.ndarray:
     """HF Llama: rotate (x[i], x[i + H/2]) by pos * theta^(-2i/H)."""
-    H = x_QxH.shape[-1]
+    H = x_QH.shape[-1]
     ang_H2 = pos * theta ** (-np.arange(0, H, 2) / H)
     cos, sin = np.cos(ang_H2), np.sin(ang_H2)
-    a, b = x_QxH[..., : H // 2], x_QxH[..., H // 2 :]
+    a, b = x_QH[..., : H // 2], x_QH[..., H // 2 :]
     return np.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
 
 
 def test_interleaved_to_half_rotary_preserves_rope_and_scores() -> None:
     rng = np.random.default_rng(0)
     Q, K, H, D = 4, 2, 8, 12
-    wq_QHxD = rng.standard_normal((Q * H, D))
-    wk_KHxD = rng.standard_normal((K * H, D))
+    wq_QHD = rng.standard_normal((Q * H, D))
+    wk_KHD = rng.standard_normal((K * H, D))
     x_D, y_D = rng.standard_normal(D), rng.standard_normal(D)
-    wq_half = interleaved_to_half_rotary(wq_QHxD, Q)
-    wk_half = interleaved_to_half_rotary(wk_KHxD, K)
-    assert wq_half.shape == wq_QHxD.shape
+    wq_half = interleaved_to_half_rotary(wq_QHD, Q)
+    wk_half = interleaved_to_half_rotary(wk_KHD, K)
+    assert wq_half.shape == wq_QHD.shape
     # Per head: [even rows, odd rows].
     perm_H = np.concatenate([np.arange(0, H, 2), np.arange(1, H, 2)])
-    q_ref_QxH = _rope_adjacent((wq_QHxD @ x_D).reshape(Q, H), pos=7)
-    q_new_QxH = _rope_half((wq_half @ x_D).reshape(Q, H), pos=7)
-    np.testing.assert_allclose(q_new_QxH, q_ref_QxH[:, perm_H], atol=1e-12)
+    q_ref_QH = _rope_adjacent((wq_QHD @ x_D).reshape(Q, H), pos=7)
+    q_new_QH = _rope_half((wq_half @ x_D).reshape(Q, H), pos=7)
+    np.testing.assert_allclose(q_new_QH, q_ref_QH[:, perm_H], atol=1e-12)
     # Attention scores (GQA: head q uses kv head q // (Q // K)) are unchanged.
-    k_ref_KxH = _rope_adjacent((wk_KHxD @ y_D).reshape(K, H), pos=3)
-    k_new_KxH = _rope_half((wk_half @ y_D).reshape(K, H), pos=3)
+    k_ref_KH = _rope_adjacent((wk_KHD @ y_D).reshape(K, H), pos=3)
+    k_new_KH = _rope_half((wk_half @ y_D).reshape(K, H), pos=3)
     kv_of_q = np.arange(Q) // (Q // K)
     np.testing.assert_allclose(
-        np.sum(q_new_QxH * k_new_KxH[kv_of_q], -1),
-        np.sum(q_ref_QxH * k_ref_KxH[kv_of_q], -1),
+        np.sum(q_new_QH * k_new_KH[kv_of_q], -1),
+        np.sum(q_ref_QH * k_ref_KH[kv_of_q], -1),
         atol=1e-12,
     )
     with pytest.raises(SpecjaxError):
-        interleaved_to_half_rotary(wq_QHxD, 5)
+        interleaved_to_half_rotary(wq_QHD, 5)
 
 
 @needs_data

@@ -10,7 +10,7 @@ import pytest
 from models.cache import init_cache
 from models.config import ModelConfig
 from models.hf_checkpoint import params_from_hf, read_hf_dir
-from models.transformer import causal_mask, forward
+from models.transformer import causal_mask, forward, forward_with_features
 from tests.hf_reference import make_tiny_hf_model, torch_logits
 
 CASES = {
@@ -85,3 +85,40 @@ def test_conversion_back_to_transformers_gives_the_same_logits(tiny):
     again = params_from_hf(config, hf_state_dict(config, params))
     for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_feature_layers_are_transformers_hidden_states_after_those_layers(tiny):
+    import torch
+
+    _, ref, config, params = tiny
+    tokens = np.random.default_rng(2).integers(0, config.V, size=(2, 12))
+    with torch.no_grad():
+        out = ref(torch.as_tensor(tokens, dtype=torch.long), output_hidden_states=True)
+    layers = (0, config.L - 1)
+    B, T = tokens.shape
+    cache = init_cache(config.L, B, config.K, 16, config.H)
+    positions = jnp.broadcast_to(jnp.arange(T), (B, T))
+    logits, hidden, features, _ = forward_with_features(
+        config, params, jnp.asarray(tokens), positions, cache, causal_mask(B, T), layers
+    )
+    assert features.shape == (B, T, len(layers), config.D)
+    for i, layer in enumerate(layers[:-1]):  # transformers' last entry is after the final norm
+        expected = out.hidden_states[layer + 1].float().numpy()
+        np.testing.assert_allclose(np.asarray(features[:, :, i]), expected, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.asarray(hidden), out.hidden_states[-1].float().numpy(), atol=1e-4)
+    plain_logits, _, _ = forward(
+        config, params, jnp.asarray(tokens), positions, cache, causal_mask(B, T)
+    )
+    np.testing.assert_array_equal(np.asarray(logits), np.asarray(plain_logits))
+
+
+def test_a_feature_layer_outside_the_model_is_a_clear_error(tiny):
+    from models.errors import SpecjaxError
+
+    _, _, config, params = tiny
+    cache = init_cache(config.L, 1, config.K, 4, config.H)
+    with pytest.raises(SpecjaxError, match="outside the model's"):
+        forward_with_features(
+            config, params, jnp.ones((1, 1), jnp.int32), jnp.zeros((1, 1), jnp.int32), cache,
+            causal_mask(1, 1), (config.L,),
+        )  # fmt: skip

@@ -17,7 +17,7 @@ from models.cache import init_cache
 from models.errors import SpecjaxError
 from models.loading import Model, load_model
 from models.transformer import causal_mask, forward
-from specjax.decode import encode_prompt
+from specjax.chat import encode_prompt
 from specjax.engine import GenerationResult, generate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -53,6 +53,20 @@ SCRIPT = textwrap.dedent(
             plain = generate(config, params, prompts, draft_params=dparams, **kw)
             meshed = generate(config, sharded, prompts, draft_params=sharded_dparams, mesh=mesh, **kw)
             assert plain.tokens == meshed.tokens, (method, plain.tokens, meshed.tokens)
+
+    # The loop's output state keeps the layout it went in with (explicit out shardings), and the
+    # streaming driver (state donated chunk to chunk) gives the same tokens under the mesh.
+    from specjax.engine import stream
+    from specjax.sharding import CACHE_AXES, spec_for
+    drafter, dparams = make_drafter("ngram", config, sharded)
+    kw = dict(max_new_tokens=12, seed=3, mesh=mesh, drafter=drafter, draft_params=dparams)
+    r = generate(config, sharded, prompts, keep_state=True, **kw)
+    k = r.final_state.cache.k
+    assert k.sharding.spec == spec_for(k.shape, CACHE_AXES, mesh), k.sharding
+    assert r.final_state.out_tokens.sharding.spec[0] == "data", r.final_state.out_tokens.sharding
+    streamed = stream(config, sharded, prompts, steps_per_chunk=2, **kw)
+    chunks = list(streamed)
+    assert len(chunks) > 2 and streamed.result.tokens == r.tokens
     print("SHARDED_OK")
     """
 )

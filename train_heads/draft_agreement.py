@@ -101,9 +101,10 @@ def run() -> dict[str, dict[str, float]]:
     """{category or "all": {prompts, tokens, top1, tau}} for the flags' draft and prompts."""
     from tqdm import tqdm
 
+    from specjax.chat import encode_prompt
     from specjax.engine import generate
     from specjax.methods import make_drafter
-    from specjax.prompts import encode_prompt, load_prompts
+    from specjax.prompt_sets import load_prompts
     from train_heads.target import load_target
 
     if FLAGS.gamma < 1:

@@ -43,16 +43,16 @@ class Batch:
     mask: jax.Array
 
 
-def frequent_tokens(tokens_NxS: np.ndarray, mask_NxS: np.ndarray, n: int, V: int) -> np.ndarray:
+def frequent_tokens(tokens_NS: np.ndarray, mask_NS: np.ndarray, n: int, V: int) -> np.ndarray:
     """The n token ids most frequent among answer tokens (ties by id), sorted by id."""
-    counts = np.bincount(tokens_NxS[mask_NxS].ravel(), minlength=V)
+    counts = np.bincount(tokens_NS[mask_NS].ravel(), minlength=V)
     top = np.argsort(-counts, kind="stable")[: min(n, V)]
     return np.sort(top).astype(np.int32)
 
 
-def next_token_logits(config: ModelConfig, params: ModelParams, tokens_BxS: jax.Array) -> jax.Array:
-    """float32 logits_BxSxV of a causal forward over whole sequences (no cache kept)."""
-    return lm_logits(params, sequence_hidden(config, params, tokens_BxS))
+def next_token_logits(config: ModelConfig, params: ModelParams, tokens_BS: jax.Array) -> jax.Array:
+    """float32 logits_BSV of a causal forward over whole sequences (no cache kept)."""
+    return lm_logits(params, sequence_hidden(config, params, tokens_BS))
 
 
 def make_loss(config: ModelConfig):
@@ -66,25 +66,25 @@ def make_loss(config: ModelConfig):
 
     def loss(own: Trainable, frozen: Shared, batch: Batch):
         params = merge(cast(own, frozen.embed.dtype), frozen)  # fp32 master -> compute dtype
-        logits_BxSxV = next_token_logits(config, params, batch.tokens[:, :-1])
-        labels_BxS = batch.tokens[:, 1:]
-        weight_BxS = batch.mask[:, 1:].astype(jnp.float32)
-        covered_BxS = jnp.ones_like(weight_BxS)
+        logits_BSV = next_token_logits(config, params, batch.tokens[:, :-1])
+        labels_BS = batch.tokens[:, 1:]
+        weight_BS = batch.mask[:, 1:].astype(jnp.float32)
+        covered_BS = jnp.ones_like(weight_BS)
         if frozen.head_token_ids is not None:  # target id -> head column (-1: not in the head)
             ids = frozen.head_token_ids
             column = jnp.full((config.V,), -1, jnp.int32).at[ids].set(jnp.arange(ids.shape[0]))
-            labels_BxS = column[labels_BxS]
-            covered_BxS = (labels_BxS >= 0).astype(jnp.float32)
-            labels_BxS = jnp.maximum(labels_BxS, 0)
-        label_logit_BxS = jnp.take_along_axis(logits_BxSxV, labels_BxS[..., None], axis=-1)[..., 0]
-        ce_BxS = (jax.nn.logsumexp(logits_BxSxV, axis=-1) - label_logit_BxS) * covered_BxS
-        hit_BxS = (jnp.argmax(logits_BxSxV, axis=-1) == labels_BxS) * covered_BxS
-        count = weight_BxS.sum()
+            labels_BS = column[labels_BS]
+            covered_BS = (labels_BS >= 0).astype(jnp.float32)
+            labels_BS = jnp.maximum(labels_BS, 0)
+        label_logit_BS = jnp.take_along_axis(logits_BSV, labels_BS[..., None], axis=-1)[..., 0]
+        ce_BS = (jax.nn.logsumexp(logits_BSV, axis=-1) - label_logit_BS) * covered_BS
+        hit_BS = (jnp.argmax(logits_BSV, axis=-1) == labels_BS) * covered_BS
+        count = weight_BS.sum()
         sums = {
             "count": count,
-            "loss": (ce_BxS * weight_BxS).sum(),
-            "top1": (hit_BxS * weight_BxS).sum(),
-            "covered": (covered_BxS * weight_BxS).sum(),
+            "loss": (ce_BS * weight_BS).sum(),
+            "top1": (hit_BS * weight_BS).sum(),
+            "covered": (covered_BS * weight_BS).sum(),
         }
         return sums["loss"] / jnp.maximum(count, 1.0), sums
 

@@ -15,6 +15,7 @@ replicated; on one device nothing changes.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -256,7 +257,9 @@ def fit(
         ckpts.close()
 
 
-_COMPILED: dict = {}
+# Bounded for the reason `specjax.engine._COMPILED` is: live executables hold memory mappings.
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+MAX_COMPILED = 4
 
 
 def _compiled(loss_fn, hp: TrainLoop):
@@ -268,6 +271,9 @@ def _compiled(loss_fn, hp: TrainLoop):
         step_fn = jax.jit(functools.partial(train_step, loss_fn, optimizer, schedule))
         eval_fn = jax.jit(lambda p, f, b: loss_fn(p, f, b)[1])
         _COMPILED[key] = (optimizer, step_fn, eval_fn)
+        while len(_COMPILED) > MAX_COMPILED:
+            _COMPILED.popitem(last=False)
+    _COMPILED.move_to_end(key)
     return _COMPILED[key]
 
 

@@ -61,7 +61,7 @@ class DraftModelDrafter:
         B, P = prompt_BP.shape
         cache = init_cache(c.L, B, c.K, cache_len, c.H, params.dtype)
         positions = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32), (B, P))
-        _, k, v = hidden_states(c, params, prompt_BP, positions, cache, causal_mask(B, P))
+        _, k, v, _ = hidden_states(c, params, prompt_BP, positions, cache, causal_mask(B, P))
         cache = cache.append(k, v).replace(length=prompt_len_B - 1)
         prev = jnp.take_along_axis(prompt_BP, (prompt_len_B - 1)[:, None], axis=1)[:, 0]
         return DraftModelState(cache=cache, prev_token=prev)

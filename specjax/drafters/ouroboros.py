@@ -125,7 +125,7 @@ class OuroborosDrafter:
         B, P = prompt_BP.shape
         cache = init_cache(c.L, B, c.K, cache_len, c.H, params.draft.dtype)
         positions = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32), (B, P))
-        _, k, v = hidden_states(c, params.draft, prompt_BP, positions, cache, causal_mask(B, P))
+        _, k, v, _ = hidden_states(c, params.draft, prompt_BP, positions, cache, causal_mask(B, P))
         cache = cache.append(k, v).replace(length=prompt_len_B)
         history = jnp.zeros((B, cache_len), jnp.int32).at[:, :P].set(prompt_BP)
         pool = pool_for_rows(params.pool, B, self.pool_shape)

@@ -1,5 +1,6 @@
-"""Benchmark prompt sets and prompt text -> token ids, shared by the CLI, the bench, the
-training-data builder and the draft-agreement check."""
+"""Benchmark prompt sets as (category, text) pairs: Spec-Bench's first turns from ../shared/data,
+HumanEval from the installed package, or a JSON-lines file; how a text becomes token ids is
+`specjax.chat`'s business."""
 
 from __future__ import annotations
 
@@ -7,19 +8,6 @@ import json
 from pathlib import Path
 
 from models.errors import SpecjaxError
-
-
-def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
-    """Chat template with a generation prompt, or exactly what `tokenizer(prompt)` gives."""
-    if chat:
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
-        )
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
-        return list(ids)
-    return list(tokenizer(prompt)["input_ids"])
-
 
 SHARED_SPECBENCH = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "spec_bench_questions.jsonl"

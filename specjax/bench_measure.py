@@ -1,0 +1,92 @@
+"""What the bench measures besides a run's own counts: the machine's copy bandwidth (the memory
+roofline), the verify-cost curve c(T), peak memory, and how far an approximate method's output is
+from the target (agreement with vanilla greedy; the target's NLL of a sampled output)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+
+def copy_bandwidth_gbs() -> float:
+    """Read + write bytes per second of a large memcpy (the machine's memory roofline)."""
+    import numpy as np
+
+    a = np.ones(64 * 1024 * 1024, np.float32)
+    b = np.empty_like(a)
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        np.copyto(b, a)
+        times.append(time.perf_counter() - t0)
+    return 2 * a.nbytes / min(times) / 1e9
+
+
+def verify_cost_curve(config, params, Ts=(1, 2, 4, 8, 16, 32), context=256, repeats=10) -> dict:
+    """Median ms of one jitted forward over T new tokens after `context` cached ones."""
+    import jax
+    import jax.numpy as jnp
+
+    from models.cache import init_cache
+    from models.transformer import causal_mask, forward
+
+    cache = init_cache(config.L, 1, config.K, context + max(Ts) + 1, config.H, params.dtype)
+    cache = cache.replace(length=jnp.array([context], jnp.int32))
+    fwd = jax.jit(forward, static_argnums=0)
+    ms = {}
+    for T in Ts:
+        args = (
+            jnp.zeros((1, T), jnp.int32),
+            context + jnp.arange(T)[None],
+            cache,
+            causal_mask(1, T),
+        )
+        jax.block_until_ready(fwd(config, params, *args))
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(fwd(config, params, *args))
+            times.append(time.perf_counter() - t0)
+        ms[T] = 1e3 * statistics.median(times)
+    return {"ms": ms, "c": {T: ms[T] / ms[1] for T in Ts}}
+
+
+def peak_memory_mb() -> dict:
+    """Peak host RSS of this process so far, and the accelerator's peak where JAX reports it."""
+    import resource
+
+    import jax
+
+    out = {"host_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        out["device_peak_mb"] = stats["peak_bytes_in_use"] / 2**20
+    return out
+
+
+def agreement(tokens: list[int], vanilla: list[int]) -> float:
+    """Fraction of positions (over the longer output) where the tokens equal vanilla greedy's:
+    how far an approximate method strays from the target (1.0 for a lossless one)."""
+    n = max(len(tokens), len(vanilla), 1)
+    return sum(a == b for a, b in zip(tokens, vanilla, strict=False)) / n
+
+
+def target_nll(config, params, prompt: list[int], tokens: list[int], temperature: float) -> float:
+    """The target's mean negative log-likelihood per token of `tokens` after `prompt`, at the
+    sampling temperature (no top-k/top-p truncation, so every token has finite NLL): a sampled
+    output's distance from the target's distribution. An exact method's value matches vanilla's
+    within sampling noise; an approximate one drifts above it."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from models.transformer import lm_logits, sequence_hidden
+
+    if not tokens:
+        return 0.0
+    seq = np.asarray([prompt + tokens], np.int32)
+    hidden = sequence_hidden(config, params, jnp.asarray(seq))
+    logits = lm_logits(params, hidden[:, len(prompt) - 1 : -1])[0] / temperature
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    picked = jnp.take_along_axis(logp, jnp.asarray(tokens)[:, None], axis=1)
+    return float(-jnp.mean(picked))
