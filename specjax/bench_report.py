@@ -129,6 +129,18 @@ def summarize(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def row_colours(n: int) -> list:
+    """n distinct RGBA colours, one per bench row. The default cycle has 10 and wraps, which gave
+    a peer the colour of one of our rows; tab20's dark shades come first (10 hues), then their
+    light twins, and past 20 rows a ramp."""
+    import matplotlib.pyplot as plt
+
+    if n <= 20:
+        tab20 = plt.get_cmap("tab20")
+        return [tab20((2 * i) % 20 + (2 * i) // 20) for i in range(n)]
+    return [plt.get_cmap("turbo")(i / (n - 1)) for i in range(n)]
+
+
 def plot(res: dict, path: Path) -> None:
     """results.png: speedup vs vanilla and tau, per category, one bar per method."""
     import matplotlib
@@ -142,11 +154,13 @@ def plot(res: dict, path: Path) -> None:
     methods = list(dict.fromkeys(r["method"] for r in res["raw"]))
     x = np.arange(len(cats))
     width = 0.8 / len(methods)
+    colours = row_colours(len(methods))
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.2 * len(cats) + 4), 8), sharex=True)
     for ax, key, label in ((axes[0], "speedup", "speedup vs vanilla"), (axes[1], "tau", "tau")):
         for i, m in enumerate(methods):
             vals = [agg[(m, c)][key] if (m, c) in agg else 0.0 for c in cats]
-            ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width, label=m)
+            offset = (i - (len(methods) - 1) / 2) * width
+            ax.bar(x + offset, vals, width, label=m, color=colours[i])
         ax.axhline(1.0, color="gray", linewidth=0.8)
         ax.set_ylabel(label)
     axes[1].set_xticks(x, cats, rotation=30, ha="right")

@@ -218,3 +218,11 @@ def test_sampled_bench_reports_the_target_nll_of_every_row(tmp_path):
     md = (out / "results.md").read_text()
     assert "Sampled at temperature 1.0" in md and "target NLL per token" in md
     assert "(approximate)" in md
+
+
+@pytest.mark.parametrize("n", [12, 20, 27])
+def test_every_bench_row_gets_its_own_colour(n):
+    from specjax.bench_report import row_colours
+
+    colours = row_colours(n)
+    assert len(colours) == n and len(set(colours)) == n
