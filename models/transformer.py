@@ -223,10 +223,10 @@ def forward(
     attn_mask_BTT: jax.Array,
 ) -> tuple[jax.Array, jax.Array, KVCache]:
     """The DESIGN contract: (logits_BTV, hidden_BTD, cache with the T entries appended)."""
-    hidden, k_new, v_new, _ = hidden_states(
-        config, params, tokens_BT, positions_BT, cache, attn_mask_BTT
+    logits, hidden, _, new_cache = forward_with_features(
+        config, params, tokens_BT, positions_BT, cache, attn_mask_BTT, ()
     )
-    return lm_logits(params, hidden), hidden, cache.append(k_new, v_new)
+    return logits, hidden, new_cache
 
 
 def forward_with_features(
