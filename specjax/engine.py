@@ -537,13 +537,12 @@ def _prepare(
     block = 1 if drafter is None else drafter.block_size
     cache_len = P + max_new_tokens + block + 1  # slack: a full block may be written past the end
     rows = (jnp.asarray(prompt_BP), jnp.asarray(prompt_len_B), row_keys)
-    args = (params, draft_params, *rows)
+    weights = (params, draft_params)
     if mesh is not None:
         rows = tuple(jax.device_put(x, batch_sharding(mesh, x.shape)) for x in rows)
         # Anything not yet on the mesh (a draft model left unsharded) goes there replicated.
-        args = jax.device_put((params, draft_params), placement((params, draft_params), mesh))
-        args = (*args, *rows)
-    return _Call(config, spec, drafter, cache_len, mesh, args)
+        weights = jax.device_put(weights, placement(weights, mesh))
+    return _Call(config, spec, drafter, cache_len, mesh, (*weights, *rows))
 
 
 def _result(state: DecodeState, seconds: float, compile_seconds: float, keep_state: bool):
