@@ -27,12 +27,12 @@ from specjax.bench_measure import (
     copy_bandwidth_gbs,
     peak_memory_mb,
     target_nll,
-    verify_cost_curve,
 )
 from specjax.bench_report import plot, summarize
 from specjax.cli import parse_flags, run_or_fail
 from specjax.methods import define_flags, settings_from_flags
 from specjax.prompt_sets import load_prompts
+from specjax.verify_cost import verify_cost_curve
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "smollm2", "Target: GGUF file, HF directory or 'smollm2'.")
@@ -98,8 +98,12 @@ def _row_names() -> list[tuple[str, str, str | None, str]]:
             continue
         if needs.pool:  # one row per pool mode, with the first draft if it needs one
             rows += [(f"{m}[{mode}]", m, first_draft) for mode in FLAGS.pool_modes]
-        elif needs.draft:  # one row per draft; "shipped": the one in models/drafts
-            rows += [(f"{m}[{d}]", m, None if d == "shipped" else d) for d in FLAGS.draft]
+        elif needs.draft:  # one row per draft (and gamma); "shipped": the one in models/drafts
+            rows += [
+                (f"{m}[{d}{tag}]", m, None if d == "shipped" else d)
+                for d in FLAGS.draft
+                for tag in _gamma_tags(m)
+            ]
         else:
             rows.append((m, m, None))
     named = [
@@ -110,14 +114,45 @@ def _row_names() -> list[tuple[str, str, str | None, str]]:
     return [("vanilla", "vanilla", None, "exact"), *named]
 
 
-def _settings(kind: str, category: str):
-    """The method's settings from the flags, made for the category when the method adapts to
-    the task (a settings object with `for_task`, like the phrase methods' "auto" preset)."""
-    s = settings_from_flags(kind, FLAGS)
-    return s.for_task(category) if hasattr(s, "for_task") else s
+def _gammas(method_name: str) -> list[str] | None:
+    """The --gamma list ("4,auto": one sd row each, compared in one run), each checked; None for
+    a method without a gamma setting."""
+    fields = {f.name for f in dataclasses.fields(methods.method(method_name).settings)}
+    if "gamma" not in fields:
+        return None
+    gammas = [g.strip() for g in FLAGS.gamma.split(",")]
+    for g in gammas:
+        methods.parse_gamma(g)
+    return gammas
 
 
-def _make_peers(model, draft_model, max_len: int) -> tuple[list, dict[str, str]]:
+def _gamma_tags(method_name: str) -> list[str]:
+    """Row-name suffixes: sd[shipped,gamma=4] and sd[shipped,gamma=auto] for --gamma=4,auto; one
+    gamma keeps the plain row name."""
+    gammas = _gammas(method_name)
+    if gammas is None or len(gammas) == 1:
+        return [""]
+    return [f",gamma={g}" for g in gammas]
+
+
+def _row_settings(name: str, kind: str, category: str):
+    """A row's settings: the category's, with the row's own gamma when its name carries one."""
+    s = _settings(kind, category) if category else _settings(kind, None)
+    if ",gamma=" in name:
+        s = dataclasses.replace(s, gamma=name.split(",gamma=")[1].rstrip("]"))
+    return s
+
+
+def _settings(kind: str, category: str | None):
+    """The method's settings from the flags (the first of a --gamma list), made for the category
+    when the method adapts to the task (a settings object with `for_task`, like the phrase
+    methods' "auto" preset)."""
+    gammas = _gammas(kind)
+    s = settings_from_flags(kind, FLAGS, **({"gamma": gammas[0]} if gammas else {}))
+    return s.for_task(category) if category and hasattr(s, "for_task") else s
+
+
+def _make_peers(model, draft_model, max_len: int, gamma: int) -> tuple[list, dict[str, str]]:
     """[(row name, runner, mode)] for the installed peers, and {row name: why not} for the rest."""
     from specjax import bench_peers
 
@@ -126,7 +161,7 @@ def _make_peers(model, draft_model, max_len: int) -> tuple[list, dict[str, str]]
         if peer == "transformers":
             try:
                 tf = bench_peers.TransformersPeer(
-                    model.config, model.params, draft=draft_model, gamma=FLAGS.gamma
+                    model.config, model.params, draft=draft_model, gamma=gamma
                 )
             except bench_peers.PeerUnavailable as e:
                 for mode in bench_peers.TRANSFORMERS_MODES:
@@ -145,9 +180,35 @@ def _make_peers(model, draft_model, max_len: int) -> tuple[list, dict[str, str]]
                 continue
             rows += [("llama.cpp:vanilla", lc, "vanilla")]
             rows += [("llama.cpp:prompt_lookup", lc, "prompt_lookup")]
+            f32 = _f32_llamacpp(model.source, max_len + 256)
+            if isinstance(f32, str):
+                missing["llama.cpp[F32]:vanilla"] = f32
+            else:  # the same weights as our fp32 forward reads: vanilla on equal bytes
+                rows += [("llama.cpp[F32]:vanilla", f32, "vanilla")]
+                rows += [("llama.cpp[F32]:prompt_lookup", f32, "prompt_lookup")]
         else:
             raise SpecjaxError(f"unknown peer {peer!r} (choose from transformers, llamacpp)")
     return rows, missing
+
+
+def _f32_llamacpp(source: str, n_ctx: int):
+    """llama.cpp on a float32 copy of a quantised GGUF target, or why there is none."""
+    from specjax import bench_peers
+
+    try:
+        import gguf
+
+        reader = gguf.GGUFReader(source)
+        types = {t.tensor_type for t in reader.tensors}
+        if types <= {gguf.GGMLQuantizationType.F32}:
+            return "the target GGUF is float32 already (the llama.cpp row is F32)"
+        from models.gguf_f32 import f32_gguf
+
+        return bench_peers.LlamaCppPeer(str(f32_gguf(source)), n_ctx=n_ctx)
+    except (OSError, ValueError, SpecjaxError) as e:
+        return f"no float32 copy of {source}: {str(e).splitlines()[0]}"
+    except bench_peers.PeerUnavailable as e:
+        return str(e)
 
 
 def run_bench() -> dict:
@@ -181,6 +242,7 @@ def run_bench() -> dict:
     sampling = SamplingConfig(temperature=FLAGS.temperature)
     for m in FLAGS.methods:
         methods.method(m)  # an unknown or unbuilt method fails here, before any model work
+        _gammas(m)  # and so does a bad --gamma
     for a in FLAGS.accept:
         make_policy(a)  # an unknown policy fails here, before any model work
     prompts = load_prompts(FLAGS.prompts, FLAGS.categories, per_cat, max_cats)
@@ -200,20 +262,24 @@ def run_bench() -> dict:
     drafters = {}  # (row name, settings) -> (drafter, draft params)
 
     def drafter_for(name: str, kind: str, draft, category: str):
-        s = settings[kind][category] if category else settings_from_flags(kind, FLAGS)
+        s = _row_settings(name, kind, category)
         if (name, s) not in drafters:
             drafters[(name, s)] = make_drafter(
-                kind, model.config, model.params, draft=draft, settings=s
-            )
+                kind, model.config, model.params, draft=draft, settings=s,
+                tokenizer=model.tokenizer,
+            )  # fmt: skip
         return drafters[(name, s)]
 
     first_sd = next((name for name, kind, *_ in ours if kind == "sd"), None)
-    draft_model = None
+    draft_model, peer_gamma = None, 4
     if first_sd is not None:
         d = drafter_for(first_sd, "sd", next(dr for n, _, dr, _ in ours if n == first_sd), "")
         draft_model = (d[0].config, d[1])
+        peer_gamma = d[0].gamma  # the assisted peer drafts as many as our first sd row
     warm_pools = {}  # (row name, preset) -> the pool carried to the next prompt
-    peers, missing = _make_peers(model, draft_model, max(len(i) for i in ids) + max_new + 16)
+    peers, missing = _make_peers(
+        model, draft_model, max(len(i) for i in ids) + max_new + 16, peer_gamma
+    )
     if sampled:
         missing.update({name: "the peers decode greedily (--temperature=0)" for name, *_ in peers})
 
@@ -305,6 +371,8 @@ def run_bench() -> dict:
             bar.update(1)
     bar.close()
     curves = {"target": verify_cost_curve(model.config, model.params)}
+    if jax.default_backend() == "cpu":  # the layout the CPU decode left behind, for comparison
+        curves["target, stacked scan"] = verify_cost_curve(model.config, model.params, stacked=True)
     if draft_model is not None:
         curves[f"draft of {first_sd}"] = verify_cost_curve(*draft_model)
     bandwidth = copy_bandwidth_gbs()
@@ -332,6 +400,14 @@ def run_bench() -> dict:
         raw=raw,
         unavailable=missing,
         verify_cost=curves,
+        # The gamma each sd row ran (the chosen one for --gamma=auto).
+        sd_gamma={
+            name: drafters[key][0].gamma
+            for name, kind, *_ in ours
+            if kind == "sd"
+            for key in drafters
+            if key[0] == name
+        },
         copy_bandwidth_gbs=bandwidth,
         weight_bytes=weight_bytes,
         roofline_tokens_per_s=bandwidth * 1e9 / weight_bytes,

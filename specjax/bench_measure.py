@@ -1,10 +1,10 @@
 """What the bench measures besides a run's own counts: the machine's copy bandwidth (the memory
-roofline), the verify-cost curve c(T), peak memory, and how far an approximate method's output is
-from the target (agreement with vanilla greedy; the target's NLL of a sampled output)."""
+roofline), peak memory, and how far an approximate method's output is from the target (agreement
+with vanilla greedy; the target's NLL of a sampled output). The verify-cost curve c(T) is
+`specjax.verify_cost`'s, shared with `--gamma=auto`."""
 
 from __future__ import annotations
 
-import statistics
 import time
 
 
@@ -20,35 +20,6 @@ def copy_bandwidth_gbs() -> float:
         np.copyto(b, a)
         times.append(time.perf_counter() - t0)
     return 2 * a.nbytes / min(times) / 1e9
-
-
-def verify_cost_curve(config, params, Ts=(1, 2, 4, 8, 16, 32), context=256, repeats=10) -> dict:
-    """Median ms of one jitted forward over T new tokens after `context` cached ones."""
-    import jax
-    import jax.numpy as jnp
-
-    from models.cache import init_cache
-    from models.transformer import causal_mask, forward
-
-    cache = init_cache(config.L, 1, config.K, context + max(Ts) + 1, config.H, params.dtype)
-    cache = cache.replace(length=jnp.array([context], jnp.int32))
-    fwd = jax.jit(forward, static_argnums=0)
-    ms = {}
-    for T in Ts:
-        args = (
-            jnp.zeros((1, T), jnp.int32),
-            context + jnp.arange(T)[None],
-            cache,
-            causal_mask(1, T),
-        )
-        jax.block_until_ready(fwd(config, params, *args))
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fwd(config, params, *args))
-            times.append(time.perf_counter() - t0)
-        ms[T] = 1e3 * statistics.median(times)
-    return {"ms": ms, "c": {T: ms[T] / ms[1] for T in Ts}}
 
 
 def peak_memory_mb() -> dict:

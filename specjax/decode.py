@@ -110,7 +110,10 @@ def run(argv_flags=FLAGS, on_text=None) -> dict:
         dtype=argv_flags.dtype,
         pool=argv_flags.pool if keep_pool and os.path.isfile(argv_flags.pool) else None,
         settings=settings,
+        tokenizer=model.tokenizer,
     )
+    if getattr(settings, "gamma", None) == "auto":
+        _status(f"--gamma=auto chose gamma {drafter.gamma} for this machine")
     _status(f"generating with {method} (first call compiles) ...")
     kwargs = dict(
         max_new_tokens=argv_flags.max_new_tokens,

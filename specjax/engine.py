@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,7 @@ from jax.sharding import Mesh
 from models.cache import KVCache, init_cache
 from models.config import ModelConfig
 from models.errors import SpecjaxError
+from models.layer_layout import for_decode
 from models.transformer import (
     ModelParams,
     causal_mask,
@@ -68,6 +70,9 @@ class DecodeState:
     target_calls: int32 [B] target forwards that served this row (prefill included).
     drafted: int32 [B] draft tokens proposed to the target.
     accepted: int32 [B] draft tokens the target accepted.
+    accept_lengths: int32 [B, A] target calls after which exactly j drafts were accepted (column j,
+      A = the block size), over the calls that verified at least one draft: what `--gamma=auto`
+      reads the drafter's acceptance per depth from.
     last_hidden: [B, D] the target's hidden state that predicted `next_token`.
     draft_state: the drafter's own pytree (None for vanilla); the engine never looks inside.
     """
@@ -81,6 +86,7 @@ class DecodeState:
     target_calls: jax.Array
     drafted: jax.Array
     accepted: jax.Array
+    accept_lengths: jax.Array
     last_hidden: jax.Array
     draft_state: Any = None
 
@@ -130,6 +136,7 @@ def prefill(
     cache_len: int,
     mesh: Mesh | None = None,
     feature_layers: tuple[int, ...] = (),
+    block: int = 1,
 ) -> tuple[DecodeState, jax.Array, jax.Array | None]:
     """Runs the padded prompts through the target and emits each row's first token.
 
@@ -157,6 +164,7 @@ def prefill(
         target_calls=jnp.ones((B,), jnp.int32),
         drafted=jnp.zeros((B,), jnp.int32),
         accepted=jnp.zeros((B,), jnp.int32),
+        accept_lengths=jnp.zeros((B, block), jnp.int32),
         last_hidden=last_hidden[:, 0],
     )
     first = _sample_rows(row_keys, state.num_new, logits, spec.sampling)
@@ -300,6 +308,9 @@ def speculative_step(
         target_calls=state.target_calls + needed,
         drafted=state.drafted + num_drafted,
         accepted=state.accepted + jnp.where(needed, n_path - 1, 0),
+        accept_lengths=state.accept_lengths.at[jnp.arange(B), n_path - 1].add(
+            (needed & (num_drafted > 0)).astype(jnp.int32), mode="drop"
+        ),
     )
     after = emit_tokens(state, spec, emitted, n_path)
     # The cache keeps the root and the emitted tokens before the new root: when EOS or the budget
@@ -320,8 +331,9 @@ def _start(
 ) -> DecodeState:
     """Prefill, the first token, and the drafter's initial state."""
     layers = feature_layers_of(drafter)
+    block = 1 if drafter is None else drafter.block_size
     state, hidden_BPD, features_BPFD = prefill(
-        config, params, spec, prompt_BP, prompt_len_B, row_keys, cache_len, mesh, layers
+        config, params, spec, prompt_BP, prompt_len_B, row_keys, cache_len, mesh, layers, block
     )
     if drafter is not None:
         prompt = Prefill(
@@ -388,6 +400,18 @@ class GenerationResult:
     seconds: float
     compile_seconds: float
     final_state: DecodeState | None = None
+    accept_lengths: list[list[int]] = dataclasses.field(default_factory=list)
+
+    @property
+    def acceptance_by_depth(self) -> list[float]:
+        """a_k for k = 1 .. A-1: the chance that the k-th draft is accepted given the k-1 before it
+        were (over all rows; 0 where no call reached depth k-1). `--gamma=auto` plans from these."""
+        if not self.accept_lengths:
+            return []
+        counts = np.asarray(self.accept_lengths, np.int64).sum(axis=0)  # [A]
+        reached = np.cumsum(counts[::-1])[::-1]  # reached[j]: calls that accepted >= j drafts
+        return [float(reached[k] / reached[k - 1]) if reached[k - 1] else 0.0
+                for k in range(1, len(counts))]  # fmt: skip
 
     @property
     def acceptance_rate(self) -> float:
@@ -422,6 +446,11 @@ def prompt_bucket(n: int) -> int:
 # (`jax.clear_caches`); the drivers still held here stay compiled.
 _COMPILED: collections.OrderedDict = collections.OrderedDict()
 MAX_COMPILED = 8
+
+# On XLA:CPU the decode gives the forward the layer weights one array per layer as well
+# (`models.layer_layout`): the 1-token step 1.4x faster, its compile 4x slower.
+# SPECJAX_CPU_LAYERS=stacked keeps every forward scanned.
+PER_LAYER_ON_CPU = os.environ.get("SPECJAX_CPU_LAYERS", "per_layer") != "stacked"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -496,6 +525,13 @@ class _Call:
         return _COMPILED[key], time.perf_counter() - t0
 
 
+def decode_layout(tree, mesh: Mesh | None = None):
+    """Every ModelParams in `tree` as the decode runs it: with per-layer arrays for the short
+    forwards where the scan would copy stacked ones every step (XLA:CPU, unsharded)."""
+    on_cpu = mesh is None and jax.default_backend() == "cpu" and PER_LAYER_ON_CPU
+    return for_decode(tree, on_cpu)
+
+
 def _prepare(
     config: ModelConfig,
     params: ModelParams,
@@ -537,7 +573,7 @@ def _prepare(
     block = 1 if drafter is None else drafter.block_size
     cache_len = P + max_new_tokens + block + 1  # slack: a full block may be written past the end
     rows = (jnp.asarray(prompt_BP), jnp.asarray(prompt_len_B), row_keys)
-    weights = (params, draft_params)
+    weights = decode_layout((params, draft_params), mesh)
     if mesh is not None:
         rows = tuple(jax.device_put(x, batch_sharding(mesh, x.shape)) for x in rows)
         # Anything not yet on the mesh (a draft model left unsharded) goes there replicated.
@@ -556,6 +592,7 @@ def _result(state: DecodeState, seconds: float, compile_seconds: float, keep_sta
         seconds=seconds,
         compile_seconds=compile_seconds,
         final_state=state if keep_state else None,
+        accept_lengths=np.asarray(state.accept_lengths).tolist(),
     )
 
 

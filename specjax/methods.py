@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from absl import flags
+from absl import flags, logging
 
 from configs.phrase_drafting import PRESETS, TASK_PRESETS, PhraseDrafting, phrase_drafting
 from models.config import ModelConfig
@@ -30,7 +30,12 @@ from specjax.drafters.ouroboros import OuroborosDrafter, OuroborosParams
 from specjax.phrase_pool import PhrasePool, load_pool, merge_rows
 
 # Settings annotations are strings (postponed evaluation); flagged fields are plain scalars.
-_FLAG_TYPES = {"int": flags.DEFINE_integer, "float": flags.DEFINE_float, "str": flags.DEFINE_string}
+_FLAG_TYPES = {
+    "int": flags.DEFINE_integer,
+    "float": flags.DEFINE_float,
+    "str": flags.DEFINE_string,
+    "bool": flags.DEFINE_boolean,
+}
 
 
 def setting(default: Any, flag: str | None = None, help: str = "") -> Any:
@@ -53,7 +58,8 @@ class BuildInputs:
     """What a factory gets: the target, the method's settings, and the needs' sources.
 
     draft: None (the draft shipped for the target), "self:N", a saved draft directory, a
-      checkpoint path, or a loaded `Model`; pool: None, a `PhrasePool` or a saved pool's path.
+      checkpoint path, or a loaded `Model`; pool: None, a `PhrasePool` or a saved pool's path;
+      tokenizer: the target's, for settings that calibrate on text (`--gamma=auto`).
     """
 
     config: ModelConfig
@@ -62,6 +68,7 @@ class BuildInputs:
     draft: Any = None
     pool: Any = None
     dtype: str = "float32"
+    tokenizer: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +167,7 @@ def make_drafter(
     pool: Any = None,
     dtype: str = "float32",
     settings: Any = None,
+    tokenizer: Any = None,
     **overrides: Any,
 ) -> tuple[Drafter | None, Any]:
     """(drafter, draft params) for a registered method; (None, None) for vanilla.
@@ -175,7 +183,7 @@ def make_drafter(
     if unknown:
         raise SpecjaxError(f"method {name} has no setting {unknown[0]!r} (it has {sorted(known)})")
     settings = dataclasses.replace(settings, **overrides)
-    return m.build(BuildInputs(config, params, settings, draft, pool, dtype))
+    return m.build(BuildInputs(config, params, settings, draft, pool, dtype, tokenizer))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,7 +197,19 @@ class NoSettings:
 
 @dataclasses.dataclass(frozen=True)
 class SdSettings:
-    gamma: int = setting(4, "gamma", "sd: tokens the draft model proposes per step.")
+    """`gamma` is an int, or "auto" (`specjax.block_size`: from this machine's measured c(T) and
+    the draft's measured acceptance per depth, both cached; `remeasure` measures them again)."""
+
+    gamma: str = setting(
+        "4", "gamma", "sd: tokens the draft model proposes per step, or 'auto' (chosen from this "
+        "machine's verify cost and the draft's acceptance, measured once and cached)."
+    )  # fmt: skip
+    remeasure: bool = setting(
+        False, "remeasure", "--gamma=auto: measure the verify cost and acceptance again."
+    )
+
+    def __post_init__(self):  # a bad gamma fails here, before any model is loaded
+        parse_gamma(self.gamma)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,11 +254,35 @@ def _vanilla(inputs: BuildInputs):
 
 
 def _sd(inputs: BuildInputs):
-    gamma = inputs.settings.gamma
-    if gamma < 1:
-        raise SpecjaxError(f"gamma must be >= 1, got {gamma}")
+    gamma = parse_gamma(inputs.settings.gamma)
     draft_config, draft_params = resolve_draft(inputs, "sd")
+    if gamma == "auto":
+        from specjax.block_size import auto_gamma
+
+        if inputs.tokenizer is None:
+            raise SpecjaxError(
+                "gamma='auto' needs the target's tokenizer (make_drafter(tokenizer=))"
+            )
+        plan = auto_gamma(
+            inputs.config, inputs.params, draft_config, draft_params, inputs.tokenizer,
+            remeasure=inputs.settings.remeasure,
+        )  # fmt: skip
+        logging.info("%s", plan.describe())
+        gamma = plan.gamma
     return DraftModelDrafter(config=draft_config, gamma=gamma), draft_params
+
+
+def parse_gamma(value) -> int | str:
+    """An int >= 1 (given as int or text) or "auto"; anything else is one SpecjaxError line."""
+    if value == "auto":
+        return value
+    try:
+        gamma = int(value)
+    except (TypeError, ValueError):
+        raise SpecjaxError(f"--gamma must be an integer >= 1 or 'auto', got {value!r}") from None
+    if gamma < 1:
+        raise SpecjaxError(f"--gamma must be >= 1, got {gamma}")
+    return gamma
 
 
 def _ngram(inputs: BuildInputs):

@@ -53,7 +53,7 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory):
     ]
     prompts.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     out = root / "out"
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", SPECJAX_CACHE=str(root / "cache"))
     proc = subprocess.run(
         [
             sys.executable,
@@ -61,7 +61,8 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory):
             "specjax.bench",
             f"--model={model_dir}",
             f"--prompts={prompts}",
-            "--methods=vanilla,ngram,ouroboros,lookahead",
+            "--methods=vanilla,sd,ngram,ouroboros,lookahead",
+            "--gamma=2,auto",
             "--accept=exact,typical",
             "--draft=self:1",
             "--phrase_preset=cpu",
@@ -95,8 +96,9 @@ def test_results_json_has_every_raw_timing(bench_run):
 def test_lossless_methods_match_vanilla(bench_run):
     _, res = bench_run
     ours = [r for r in res["raw"] if r["lossless"]]
-    # vanilla, ngram, and ouroboros and lookahead with a cold and a warm pool, on two prompts
-    assert len(ours) == 12
+    # vanilla, sd at gamma 2 and auto, ngram, and ouroboros and lookahead with a cold and a warm
+    # pool, on two prompts
+    assert len(ours) == 16
     assert all(not r["mismatch"] for r in ours)
 
 
@@ -105,10 +107,22 @@ def test_approximate_rows_report_their_agreement_with_vanilla(bench_run):
     acceptance keeps vanilla's tokens, so the agreement is 1 and the table says approximate."""
     out, res = bench_run
     typical = [r for r in res["raw"] if r["method"].endswith("+typical")]
-    assert len(typical) == 10  # ngram, ouroboros and lookahead (cold, warm), two prompts
+    assert (
+        len(typical) == 14
+    )  # sd (2 gammas), ngram, ouroboros and lookahead (cold, warm), 2 prompts
     assert all(not r["lossless"] and r["vanilla_agreement"] == 1.0 for r in typical)
     assert "| ngram+typical | 2 |" in (out / "results.md").read_text()
     assert "approximate: 1.00 of tokens equal vanilla's" in (out / "results.md").read_text()
+
+
+def test_a_gamma_list_gives_one_sd_row_each_and_auto_reports_its_choice(bench_run):
+    _, res = bench_run
+    rows = {r["method"] for r in res["raw"] if r["method"].startswith("sd[")}
+    assert rows >= {"sd[self:1,gamma=2]", "sd[self:1,gamma=auto]"}
+    assert res["sd_gamma"]["sd[self:1,gamma=2]"] == 2
+    assert 1 <= res["sd_gamma"]["sd[self:1,gamma=auto]"] <= 8
+    # The CPU bench also reports the stacked scan's curve, the layout the decode moved away from.
+    assert {"target", "target, stacked scan"} <= set(res["verify_cost"])
 
 
 @pytest.mark.parametrize("method", ["ngram", "ouroboros[cold]", "lookahead[warm]"])

@@ -115,6 +115,10 @@ ERROR_CASES = {
         "method medusa is not available yet",
     ),
     "negative_temperature": (lambda p: ["--temperature=-0.5"], "temperature must be >= 0"),
+    "bad_gamma": (
+        lambda p: ["--method=sd", "--gamma=many"],
+        "--gamma must be an integer >= 1 or 'auto'",
+    ),
     "accept_policy_for_vanilla": (
         lambda p: ["--accept=typical"],
         "--accept=typical needs a speculative method",
@@ -151,6 +155,7 @@ ERROR_CASES = {
 # Detectable from the flags alone: must fail before any weights are read.
 ARGUMENT_ERRORS = (
     "unknown_method",
+    "bad_gamma",
     "accept_policy_for_vanilla",
     "unknown_accept_policy",
     "method_not_built_yet",

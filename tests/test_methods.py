@@ -125,7 +125,7 @@ def test_settings_become_flags_once():
     for flag in ("gamma", "ngram_max", "ngram_tokens", "phrase_preset"):
         assert flag in fv
     fv(["prog", "--gamma=6", "--ngram_max=2"])
-    assert methods.settings_from_flags("sd", fv).gamma == 6
+    assert methods.parse_gamma(methods.settings_from_flags("sd", fv).gamma) == 6
     assert methods.settings_from_flags("ngram", fv).max_ngram == 2
 
 

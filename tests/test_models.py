@@ -122,3 +122,36 @@ def test_a_feature_layer_outside_the_model_is_a_clear_error(tiny):
             config, params, jnp.ones((1, 1), jnp.int32), jnp.zeros((1, 1), jnp.int32), cache,
             causal_mask(1, 1), (config.L,),
         )  # fmt: skip
+
+
+def test_per_layer_weights_match_transformers_prompt_step_and_features(tiny):
+    """The CPU decode's per-layer arrays (a Python loop, T <= 2) are the same model."""
+    from models.layer_layout import with_layer_list
+    from models.transformer import PER_LAYER_MAX_T
+
+    _, ref, config, params = tiny
+    split = with_layer_list(params)
+    assert len(split.layer_list) == config.L
+    tokens = np.random.default_rng(3).integers(0, config.V, size=(2, 20))
+    expected = torch_logits(ref, tokens)
+    B, P = 2, 12  # a prompt of P tokens (scanned), then 1- and 2-token steps on the list
+    cache = init_cache(config.L, B, config.K, 32, config.H)
+    positions = jnp.broadcast_to(jnp.arange(P), (B, P))
+    _, _, cache = forward(
+        config, split, jnp.asarray(tokens[:, :P]), positions, cache, causal_mask(B, P)
+    )
+    scanned_cache = cache
+
+    def step(p, c, t, T):
+        pos = jnp.broadcast_to(jnp.arange(t, t + T), (B, T))
+        tok = jnp.asarray(tokens[:, t : t + T])
+        return forward_with_features(config, p, tok, pos, c, causal_mask(B, T), (0,))
+
+    t = P
+    for T in (1, PER_LAYER_MAX_T, 1, PER_LAYER_MAX_T):
+        logits, _, features, cache = step(split, cache, t, T)
+        _, _, scanned_features, scanned_cache = step(params, scanned_cache, t, T)
+        np.testing.assert_allclose(np.asarray(logits), expected[:, t : t + T], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(np.asarray(features), np.asarray(scanned_features), atol=1e-5)
+        t += T
+    np.testing.assert_allclose(np.asarray(cache.k), np.asarray(scanned_cache.k), atol=1e-5)

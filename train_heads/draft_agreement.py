@@ -107,8 +107,9 @@ def run() -> dict[str, dict[str, float]]:
     from specjax.prompt_sets import load_prompts
     from train_heads.target import load_target
 
-    if FLAGS.gamma < 1:
-        raise SpecjaxError(f"--gamma must be >= 1, got {FLAGS.gamma}")
+    gamma = methods.parse_gamma(FLAGS.gamma)
+    if gamma == "auto":
+        raise SpecjaxError("--gamma: this tool predicts a fixed gamma's calls; give an integer")
     if FLAGS.max_new_tokens < 2:
         raise SpecjaxError(f"--max_new_tokens must be >= 2, got {FLAGS.max_new_tokens}")
     items = load_prompts(FLAGS.prompts, FLAGS.categories, FLAGS.per_category)
@@ -137,7 +138,7 @@ def run() -> dict[str, dict[str, float]]:
             eos_ids=target.eos_ids,
         ).tokens[0]
         agree = agreement_mask(drafter.config, draft_params, prompt, answer)
-        row = np.array([1, len(answer), agree.sum(), 1 + greedy_sd_steps(agree, FLAGS.gamma)])
+        row = np.array([1, len(answer), agree.sum(), 1 + greedy_sd_steps(agree, gamma)])
         sums[category] += row
         sums["all"] += row
     if sums["all"][1] == sums["all"][0]:
