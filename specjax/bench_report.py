@@ -74,6 +74,15 @@ def summarize(res: dict) -> str:
             if res["settings"]
             else []
         ),
+        *(
+            [
+                "gamma each sd row ran (the chosen one for --gamma=auto): "
+                + ", ".join(f"{name}: {g}" for name, g in res["sd_gamma"].items()),
+                "",
+            ]
+            if res.get("sd_gamma")
+            else []
+        ),
         "| category | method | prompts | tau | acceptance | tok/s | speedup vs vanilla "
         f"| {check_header} | first call s | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|",
