@@ -193,8 +193,13 @@ def test_typical_acceptance_that_accepts_nothing_samples_the_target():
     assert _first_two_tokens_pvalue("sd", never, check_accepted=False) > 1e-3
 
 
-def _first_two_tokens_pvalue(method: str, acceptance, check_accepted: bool) -> float:
-    n = 60_000
+def test_sampled_first_two_tokens_follow_the_target_on_beam_trees():
+    """ReDrafter's merged beam trees (an untrained head: deterministic drafts, some accepted by
+    chance over 8 tokens) through the one-hot rule: 100,000 seeded rows."""
+    assert _first_two_tokens_pvalue("redrafter", ExactAcceptance(), True, n=100_000) > 1e-3
+
+
+def _first_two_tokens_pvalue(method: str, acceptance, check_accepted: bool, n=60_000) -> float:
     params = _flat(init_params(SMALL, jax.random.key(3)))
     sampling = SamplingConfig(temperature=1.0)
     prompt = list(range(SMALL_V)) * 2  # every root token has an earlier match to copy from
@@ -202,6 +207,13 @@ def _first_two_tokens_pvalue(method: str, acceptance, check_accepted: bool) -> f
         drafter, dparams = make_drafter("sd", SMALL, params, draft="self:1", gamma=3)
     elif method == "ngram":
         drafter, dparams = make_drafter("ngram", SMALL, params, max_ngram=2, num_tokens=3)
+    elif method == "redrafter":
+        from models.recurrent_head import init_head
+        from specjax.drafters.redrafter import ReDrafterDrafter, ReDrafterParams
+
+        head = init_head(jax.random.key(4), SMALL.D, SMALL_V)
+        drafter = ReDrafterDrafter(width=3, length=2)
+        dparams = ReDrafterParams(head=head, embed=params.embed)
     else:  # phrases from the prompt (every bigram of it is in the pool) and the Jacobi window
         phrase = phrase_drafting(
             "chat", gamma=2, window=3, ngram=3, guess_set=3, pool_capacity=4, buckets=SMALL_V
