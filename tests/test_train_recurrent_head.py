@@ -67,3 +67,39 @@ def test_the_loss_falls_on_a_fixed_batch():
         first = float(value) if first is None else first
     assert float(value) < 0.5 * first
     assert float(sums["top1_0"]) > 0.5 * float(sums["count_0"])
+
+
+def test_fit_trains_the_head_on_make_data_output_with_hidden_states(tmp_path):
+    """The whole path: make_data --hidden on a tiny random target, load_dataset + load_hidden,
+    then `train_heads.train.fit` (AdamW, checkpoints, eval) with the head's loss."""
+    from configs.draft_lm import TINY_TARGET
+    from configs.train_loop import TrainLoop
+    from models.loading import Model
+    from models.transformer import init_params
+    from train_heads.data import load_dataset, load_hidden, make_data
+    from train_heads.train import fit
+
+    c = TINY_TARGET
+    target = Model(c, init_params(c, jax.random.key(0)), None, "tiny")
+    prompts = [[int(x) for x in np.random.default_rng(i).integers(1, c.V, 6)] for i in range(12)]
+    data_dir = tmp_path / "data"
+    make_data(
+        target, prompts, data_dir, hidden=True, max_new_tokens=16, batch_size=4, shard_size=4,
+        progress=False,
+    )  # fmt: skip
+    tokens, mask = load_dataset(data_dir, seq_len=24)
+    hidden = load_hidden(data_dir, seq_len=24)
+    assert hidden.shape == (12, 24, c.D) and hidden.dtype == np.float16
+    frozen = HeadFrozen(embed=target.params.embed)
+    own = init_head(jax.random.key(1), c.D, c.V)
+    hp = TrainLoop(
+        data_dir=str(data_dir), out_dir=str(tmp_path / "run"), steps=120, batch_size=4,
+        seq_len=24, lr=1e-2, warmup_steps=5, eval_every=120, log_every=20, save_every=60,
+        eval_examples=4,
+    )  # fmt: skip
+    rows = HeadBatch(tokens=tokens, mask=mask, hidden=hidden)
+    before = make_head_loss(L)(own, frozen, jax.tree.map(jnp.asarray, rows))[0]
+    state = fit(make_head_loss(L), own, frozen, rows, rows, hp, progress=False)
+    after, sums = make_head_loss(L)(state.params, frozen, jax.tree.map(jnp.asarray, rows))
+    assert float(after) < 0.7 * float(before)
+    assert float(sums["top1_0"]) / float(sums["count_0"]) > 0.3

@@ -371,3 +371,27 @@ def load_dataset(
         tokens[n, : len(s)] = s
         mask[n, p : len(s)] = True
     return tokens, mask
+
+
+def load_hidden(
+    data_dir: str | Path | Sequence[str | Path], seq_len: int | None = None
+) -> np.ndarray:
+    """float16 [N, S, D]: the target's hidden states aligned with `load_dataset`'s tokens (zeros
+    past each example's end); what heads that read the target's state train on."""
+    seqs = []
+    for d in data_dirs(data_dir):
+        for entry in load_manifest(d)["shards"]:
+            arrays = read_shard(d / entry["file"])
+            if "hidden" not in arrays:
+                raise SpecjaxError(
+                    f"data {d} has no hidden states: make it with make_data --hidden"
+                )
+            off = arrays["offsets"]
+            seqs += [arrays["hidden"][off[k] : off[k + 1]] for k in range(len(off) - 1)]
+    if not seqs:
+        raise SpecjaxError(f"{data_dir} holds no examples")
+    S = seq_len or max(len(s) for s in seqs)
+    out = np.zeros((len(seqs), S, seqs[0].shape[1]), np.float16)
+    for n, h in enumerate(seqs):
+        out[n, : min(len(h), S)] = h[:S]
+    return out

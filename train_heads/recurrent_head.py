@@ -51,6 +51,10 @@ def make_head_loss(length: int):
     `own` is the head's trainable weights (`head_token_ids` None; they come from `frozen`). `sums`
     holds, per step i, count_i, loss_i (summed CE) and top1_i. A label outside a frequent-token
     head cannot be drafted: it adds no CE but counts as a top-1 miss.
+
+    For `train_heads.train.fit`, which divides every sum by `count`, `sums` also holds `count`
+    (step 0's) and each step's mean rescaled to it: `step_loss_i` and `step_top1_i`, their sum
+    `loss` (the objective) and `top1` (step 0's).
     """
 
     def loss(own: RecurrentHeadParams, frozen: HeadFrozen, batch: HeadBatch):
@@ -81,7 +85,14 @@ def make_head_loss(length: int):
             sums[f"count_{i}"] = count
             sums[f"loss_{i}"] = (ce_BS * weight_BS).sum()
             sums[f"top1_{i}"] = (hit_BS * weight_BS).sum()
-            total = total + sums[f"loss_{i}"] / jnp.maximum(count, 1.0)
+            mean_loss = sums[f"loss_{i}"] / jnp.maximum(count, 1.0)
+            total = total + mean_loss
+            if i == 0:
+                sums["count"] = count
+            sums[f"step_loss_{i}"] = mean_loss * sums["count"]
+            sums[f"step_top1_{i}"] = sums[f"top1_{i}"] / jnp.maximum(count, 1.0) * sums["count"]
+        sums["loss"] = total * sums["count"]
+        sums["top1"] = sums["step_top1_0"]
         return total, sums
 
     return loss
