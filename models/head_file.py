@@ -1,0 +1,135 @@
+"""A trained draft head on disk: `head_config.json` (format, kind, shapes, the target it was
+trained for) and `head.safetensors` (bfloat16 weights, int32 head token ids), never a pickle.
+
+A head reads the target's hidden states and embedding, so it is only meaningful for the target it
+was trained on. The config records that target's fingerprint (`models.fingerprint`) and its width
+and depth, and loading checks them. A missing, partial or corrupt directory, or a head made for
+another target, is one SpecjaxError line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+
+from models.config import ModelConfig
+from models.errors import SpecjaxError
+from models.fingerprint import check_fingerprint, target_fingerprint
+from models.recurrent_head import RecurrentHeadParams
+from models.transformer import ModelParams
+
+FORMAT = "specjax-head-v1"
+CONFIG_FILE = "head_config.json"
+WEIGHTS_FILE = "head.safetensors"
+KIND = "recurrent"  # the only kind so far (ReDrafter); Medusa and CTC heads add theirs
+_WEIGHTS = ("rnn_w", "rnn_u", "rnn_b", "res_w", "res_b", "lm_head")
+
+
+def save_head(
+    path: str | Path,
+    head: RecurrentHeadParams,
+    target_config: ModelConfig,
+    target_params: ModelParams,
+    *,
+    extra: dict | None = None,
+) -> Path:
+    """Writes `head` for this target to `path/` (files written to temporary names, then renamed).
+    `extra` (training data size, settings, metrics) goes into the config as-is."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        n: np.asarray(jax.device_get(getattr(head, n))).astype(ml_dtypes.bfloat16) for n in _WEIGHTS
+    }
+    if head.head_token_ids is not None:
+        tensors["head_token_ids"] = np.asarray(jax.device_get(head.head_token_ids), np.int32)
+    tmp = path / (WEIGHTS_FILE + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": FORMAT})
+    tmp.replace(path / WEIGHTS_FILE)
+    meta = {
+        "format": FORMAT,
+        "kind": KIND,
+        "shapes": {n: list(t.shape) for n, t in tensors.items()},
+        "target": {
+            "fingerprint": target_fingerprint(target_config, target_params),
+            "D": target_config.D,
+            "L": target_config.L,
+        },
+        **({"extra": extra} if extra else {}),
+    }
+    tmp = path / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    tmp.replace(path / CONFIG_FILE)
+    return path
+
+
+def is_head_dir(path: str | Path) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def load_head(
+    path: str | Path, target_config: ModelConfig, target_params: ModelParams
+) -> RecurrentHeadParams:
+    """The head saved at `path`, checked against the target, in the target's dtype."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    cfg_file, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
+    if not cfg_file.is_file():
+        raise SpecjaxError(f"{path} is not a saved head: {CONFIG_FILE} is missing")
+    if not weights.is_file():
+        raise SpecjaxError(f"head {path} is incomplete: {WEIGHTS_FILE} is missing")
+    try:
+        meta = json.loads(cfg_file.read_text())
+        if meta.get("format") != FORMAT or meta.get("kind") != KIND:
+            raise SpecjaxError(f"{cfg_file} is not a specjax {KIND} head config ({FORMAT})")
+        recorded, D, L = (meta["target"][k] for k in ("fingerprint", "D", "L"))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise SpecjaxError(f"corrupt head config {cfg_file}: {type(e).__name__}: {e}") from None
+    check_fingerprint(recorded, target_config, target_params, f"head {path}")
+    if (D, L) != (target_config.D, target_config.L):
+        raise SpecjaxError(
+            f"head {path} was trained for a target of width {D} and {L} layers, not "
+            f"{target_config.D} and {target_config.L}"
+        )
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise SpecjaxError(f"corrupt or truncated head weights {weights}: {e}") from None
+    Dt, V = target_config.D, target_config.V
+    for name in _WEIGHTS:
+        if name not in tensors:
+            raise SpecjaxError(f"head weights {weights} lack tensor {name}")
+    R, cols = tensors["res_w"].shape[0], tensors["lm_head"].shape[-1]
+    want = {
+        "rnn_w": (Dt, Dt),
+        "rnn_u": (Dt, Dt),
+        "rnn_b": (Dt,),
+        "res_w": (R, 2 * Dt, 2 * Dt),
+        "res_b": (R, 2 * Dt),
+        "lm_head": (2 * Dt, cols),
+    }
+    for name, shape in want.items():
+        if tuple(tensors[name].shape) != shape:
+            raise SpecjaxError(
+                f"head tensor {name} has shape {tuple(tensors[name].shape)}, expected {shape}"
+            )
+    ids = None
+    if "head_token_ids" in tensors:
+        ids = np.asarray(tensors["head_token_ids"])
+        if ids.shape != (cols,) or ids.dtype != np.int32 or ids.min() < 0 or ids.max() >= V:
+            raise SpecjaxError(f"head weights {weights}: head_token_ids are not valid token ids")
+        ids = jnp.asarray(ids)
+    elif cols != V:
+        raise SpecjaxError(f"head {path} has {cols} columns but no head_token_ids")
+    dtype = target_params.dtype
+    return RecurrentHeadParams(
+        **{n: jnp.asarray(tensors[n], dtype=dtype) for n in _WEIGHTS}, head_token_ids=ids
+    )
