@@ -103,3 +103,47 @@ def test_fit_trains_the_head_on_make_data_output_with_hidden_states(tmp_path):
     after, sums = make_head_loss(L)(state.params, frozen, jax.tree.map(jnp.asarray, rows))
     assert float(after) < 0.7 * float(before)
     assert float(sums["top1_0"]) / float(sums["count_0"]) > 0.3
+
+
+def test_a_trained_head_is_saved_loads_and_drafts_better_than_an_untrained_one(tmp_path):
+    """make_data --hidden -> train_recurrent_head -> final/ -> load_head -> ReDrafter decode:
+    greedy equals vanilla, and the trained head's drafts are accepted more often."""
+    import dataclasses
+
+    from configs.draft_lm import TINY_TARGET
+    from configs.recurrent_head import tiny_redrafter
+    from models.head_file import load_head
+    from models.loading import Model
+    from models.transformer import init_params
+    from specjax.drafters.redrafter import ReDrafterDrafter, ReDrafterParams
+    from specjax.engine import generate
+    from train_heads.data import make_data
+    from train_heads.train import train_recurrent_head
+
+    c = TINY_TARGET
+    target = Model(c, init_params(c, jax.random.key(0)), None, "tiny")
+    rng = np.random.default_rng(0)
+    prompts = [[int(x) for x in rng.integers(1, c.V, 6)] for _ in range(24)]
+    data_dir = tmp_path / "data"
+    make_data(
+        target, prompts, data_dir, hidden=True, max_new_tokens=24, batch_size=8, shard_size=8,
+        progress=False,
+    )  # fmt: skip
+    cfg = dataclasses.replace(
+        tiny_redrafter, data_dir=str(data_dir), out_dir=str(tmp_path / "run"), steps=80
+    )
+    result = train_recurrent_head(cfg, target=target, progress=False)
+    head = load_head(result.final_dir, c, target.params)
+    fresh = init_head(jax.random.key(5), c.D, c.V)
+    held_out = [[int(x) for x in rng.integers(1, c.V, 6)] for _ in range(4)]
+    vanilla = generate(c, target.params, held_out, max_new_tokens=24)
+    drafter = ReDrafterDrafter(width=2, length=3)
+    rates = {}
+    for name, h in (("trained", head), ("untrained", fresh)):
+        r = generate(
+            c, target.params, held_out, max_new_tokens=24, drafter=drafter,
+            draft_params=ReDrafterParams(head=h, embed=target.params.embed),
+        )  # fmt: skip
+        assert r.tokens == vanilla.tokens
+        rates[name] = r.tau
+    assert rates["trained"] > rates["untrained"] and rates["trained"] > 1.5

@@ -35,6 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from configs.draft_lm import DraftLMTrain
+from configs.recurrent_head import RecurrentHeadTrain
 from configs.train_loop import TrainLoop
 from models.errors import SpecjaxError
 from models.loading import Model
@@ -396,6 +397,71 @@ def train_draft_lm(
     return DraftLMResult(state=state, config=draft_config, final_dir=final_dir)
 
 
+@dataclasses.dataclass
+class HeadResult:
+    """What `train_recurrent_head` produced: the final TrainState and final/ (or None)."""
+
+    state: TrainState
+    final_dir: Path | None
+
+
+def train_recurrent_head(
+    cfg: RecurrentHeadTrain,
+    *,
+    resume: bool = False,
+    target: Model | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> HeadResult:
+    """Trains ReDrafter's head on cfg.data_dir (made with --hidden); at the last step writes
+    out_dir/final/ (`models.head_file`). `target` skips loading cfg.target."""
+    from models.fingerprint import check_fingerprint
+    from models.head_file import save_head
+    from models.recurrent_head import init_head
+    from train_heads import draft_lm
+    from train_heads.data import data_dirs, load_dataset, load_hidden, load_manifest
+    from train_heads.recurrent_head import HeadBatch, HeadFrozen, make_head_loss
+    from train_heads.target import load_target
+
+    cfg.validate()
+    manifests = {d: load_manifest(d) for d in data_dirs(cfg.data_dir)}
+    target = target or load_target(cfg.target, cfg.dtype)
+    for d, manifest in manifests.items():
+        check_fingerprint(manifest["target_fingerprint"], target.config, target.params, f"data {d}")
+    tokens, mask = load_dataset(cfg.data_dir, cfg.seq_len)
+    hidden = load_hidden(cfg.data_dir, cfg.seq_len)
+    n = len(tokens)
+    if n < 2:
+        raise SpecjaxError(f"data {cfg.data_dir} has {n} example(s); need at least 2")
+    order = np.random.default_rng(cfg.seed).permutation(n)
+    n_eval = min(cfg.eval_examples, n // 2)
+    ev, tr = order[:n_eval], order[n_eval:]
+    c = target.config
+    ids = None
+    if cfg.head_vocab:  # chosen on the training split only
+        ids = jnp.asarray(draft_lm.frequent_tokens(tokens[tr], mask[tr], cfg.head_vocab, c.V))
+    own = init_head(jax.random.key(cfg.seed), c.D, c.V, cfg.num_res, ids)
+    own = own.replace(head_token_ids=None)
+    frozen = HeadFrozen(embed=target.params.embed, head_token_ids=ids)
+    state = fit(
+        make_head_loss(cfg.draft_length),
+        own,
+        frozen,
+        HeadBatch(tokens[tr], mask[tr], hidden[tr]),
+        HeadBatch(tokens[ev], mask[ev], hidden[ev]),
+        cfg,
+        resume=resume,
+        stop_after=stop_after,
+        progress=progress,
+    )
+    final_dir = None
+    if int(state.step) == cfg.steps:
+        head = jax.device_get(state.params).replace(head_token_ids=ids)
+        extra = {"train_tokens": int(mask[tr].sum()), "config": dataclasses.asdict(cfg)}
+        final_dir = save_head(Path(cfg.out_dir) / FINAL_DIR, head, c, target.params, extra=extra)
+    return HeadResult(state=state, final_dir=final_dir)
+
+
 # ---- CLI ---------------------------------------------------------------------------------------
 
 FLAGS = flags.FLAGS
@@ -412,20 +478,26 @@ def define_flags() -> None:
     importing this module never clashes with other modules' flags)."""
     flags.DEFINE_string("config", "smollm2_draft", "Named config from configs/ (e.g. tiny_test).")
     flags.DEFINE_bool("resume", False, "Continue from the newest checkpoint in out_dir.")
-    for field in dataclasses.fields(DraftLMTrain):
+    for field in _OVERRIDABLE:
         _DEFINE[str(field.type)](field.name, None, f"Overrides the config's {field.name}.")
 
 
-def config_from_flags() -> DraftLMTrain:
+# Every field of every trainable config kind (a field the chosen config lacks is an error).
+_OVERRIDABLE = list(
+    {
+        f.name: f for kind in (DraftLMTrain, RecurrentHeadTrain) for f in dataclasses.fields(kind)
+    }.values()
+)
+
+
+def config_from_flags() -> TrainLoop:
     """The named config with every flag the user set applied over it."""
     from configs import get_config
 
     cfg = get_config(FLAGS.config)
     names = {f.name for f in dataclasses.fields(cfg)}
     overrides = {
-        f.name: FLAGS[f.name].value
-        for f in dataclasses.fields(DraftLMTrain)
-        if FLAGS[f.name].value is not None
+        f.name: FLAGS[f.name].value for f in _OVERRIDABLE if FLAGS[f.name].value is not None
     }
     unknown = sorted(set(overrides) - names)
     if unknown:
@@ -438,12 +510,16 @@ def config_from_flags() -> DraftLMTrain:
 def main(argv: list[str]) -> None:
     def run():
         cfg = config_from_flags()
+        if isinstance(cfg, RecurrentHeadTrain):
+            return train_recurrent_head(cfg, resume=FLAGS.resume)
         if not isinstance(cfg, DraftLMTrain):
-            raise SpecjaxError(f"config {FLAGS.config} does not train a draft LM")
+            raise SpecjaxError(f"config {FLAGS.config} trains nothing this command knows")
         return train_draft_lm(cfg, resume=FLAGS.resume)
 
     result = run_or_fail(argv, run, "--steps=100")
-    if result.final_dir is not None:
+    if isinstance(result, HeadResult) and result.final_dir is not None:
+        print(f"head saved to {result.final_dir} (ReDrafter's recurrent head, models/head_file.py)")
+    elif result.final_dir is not None:
         print(f"draft saved to {result.final_dir} (use: --method=sd --draft={result.final_dir})")
     else:
         print(f"stopped at step {int(result.state.step)}; continue with --resume")

@@ -1,0 +1,54 @@
+"""Configurations for training ReDrafter's recurrent head (`train_heads.recurrent_head`).
+
+The recipe starts from the original's `cmd/train.sh`: AdamW at lr 1e-3, cosine decay with 10 %
+warmup, no weight decay. The data must carry the target's hidden states (`make_data --hidden`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from configs.draft_lm import TINY_TARGET_NAME
+from configs.train_loop import TrainLoop
+from models.errors import SpecjaxError
+
+
+@dataclasses.dataclass(frozen=True)
+class RecurrentHeadTrain(TrainLoop):
+    """A TrainLoop plus what defines the head.
+
+    Attributes:
+    target: the model whose hidden states the data holds: "smollm2", a GGUF/HF path, or
+      "tiny-random".
+    draft_length: L, the RNN steps trained at once (step i predicts token t+2+i).
+    num_res: residual blocks on [h, s].
+    head_vocab: keep only this many most frequent answer tokens as head columns (0: all).
+    """
+
+    target: str = "smollm2"
+    draft_length: int = 4
+    num_res: int = 2
+    head_vocab: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        if self.draft_length < 1 or self.num_res < 0 or self.head_vocab < 0:
+            raise SpecjaxError("--draft_length must be >= 1, --num_res and --head_vocab >= 0")
+
+
+tiny_redrafter = RecurrentHeadTrain(
+    target=TINY_TARGET_NAME,
+    data_dir="data/selfdistill_tiny_hidden",
+    out_dir="runs/tiny_redrafter",
+    steps=60,
+    batch_size=4,
+    seq_len=48,
+    lr=1e-2,
+    warmup_steps=6,
+    weight_decay=0.0,
+    eval_every=30,
+    save_every=30,
+    log_every=10,
+    eval_examples=4,
+    draft_length=3,
+)
