@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from configs.draft_lm import smollm2_draft, tiny_test
-from configs.recurrent_head import tiny_redrafter
+from configs.recurrent_head import smollm2_redrafter, tiny_redrafter
 from configs.train_loop import TrainLoop
 from models.errors import SpecjaxError
 
@@ -11,6 +11,7 @@ CONFIGS = {
     "smollm2_draft": smollm2_draft,
     "tiny_test": tiny_test,
     "tiny_redrafter": tiny_redrafter,
+    "smollm2_redrafter": smollm2_redrafter,
 }
 
 

@@ -79,7 +79,7 @@ def run(argv_flags=FLAGS, on_text=None) -> dict:
     from specjax.sampling import SamplingConfig
 
     method = argv_flags.method
-    spec = method_with_needs(method, pool=bool(argv_flags.pool))
+    spec = method_with_needs(method, pool=bool(argv_flags.pool), head=bool(argv_flags.head))
     settings = settings_from_flags(method, argv_flags)
     if argv_flags.max_new_tokens < 1:
         raise SpecjaxError(f"--max_new_tokens must be >= 1, got {argv_flags.max_new_tokens}")

@@ -124,12 +124,18 @@ def method(name: str) -> Method:
     return m
 
 
-def method_with_needs(name: str, pool: bool = False) -> Method:
-    """`method(name)`, checking that a phrase pool is only given to a method that keeps one."""
+def method_with_needs(name: str, pool: bool = False, head: bool = False) -> Method:
+    """`method(name)`, checking that a phrase pool or a trained head is only given to a method
+    that takes one."""
     m = method(name)
     if pool and not m.needs.pool:
         with_pool = " or ".join(n for n, other in REGISTRY.items() if other.needs.pool)
         raise SpecjaxError(f"--pool is for --method={with_pool}")
+    if head and not m.needs.head:
+        with_head = " or ".join(
+            n for n, other in REGISTRY.items() if other.needs.head and other.available
+        )
+        raise SpecjaxError(f"--head is for --method={with_head}")
     return m
 
 
@@ -249,6 +255,18 @@ class PhraseSettings:
         return dataclasses.replace(self, preset=TASK_PRESETS.get(task, "chat"))
 
 
+@dataclasses.dataclass(frozen=True)
+class ReDrafterSettings:
+    """W beams of L draft tokens from the trained head at `head` (a directory written by
+    `train_heads.train` with a recurrent-head config)."""
+
+    width: int = setting(2, "beam_width", "redrafter: beams W drafted per step.")
+    length: int = setting(4, "beam_length", "redrafter: draft tokens L per beam.")
+    head: str = setting(
+        "", "head", "redrafter: a trained head directory (train_heads.train, final/)."
+    )
+
+
 def _vanilla(inputs: BuildInputs):
     return None, None
 
@@ -304,6 +322,25 @@ def _lookahead(inputs: BuildInputs):
     return drafter, LookaheadParams(pool=resolve_pool(inputs.pool, drafter.pool_shape))
 
 
+def _redrafter(inputs: BuildInputs):
+    from models.head_file import load_head
+    from specjax.drafters.redrafter import ReDrafterDrafter, ReDrafterParams
+
+    s = inputs.settings
+    if s.width < 1 or s.length < 1:
+        raise SpecjaxError(
+            f"--beam_width and --beam_length must be >= 1, got {s.width}, {s.length}"
+        )
+    if not s.head:
+        raise SpecjaxError(
+            "--method=redrafter needs --head=DIR: a head trained with python -m train_heads.train "
+            "(none is shipped for this target yet)"
+        )
+    head = load_head(s.head, inputs.config, inputs.params)
+    drafter = ReDrafterDrafter(width=s.width, length=s.length)
+    return drafter, ReDrafterParams(head=head, embed=inputs.params.embed)
+
+
 def _not_built(inputs: BuildInputs):
     raise SpecjaxError("this method is not available yet")
 
@@ -326,10 +363,16 @@ for _m in (
         _lookahead,
         needs=Needs(pool=True),
     ),
+    Method(
+        "redrafter",
+        "recurrent draft head on the target's hidden state, beam search (Cheng et al. 2024)",
+        ReDrafterSettings,
+        _redrafter,
+        needs=Needs(head=True),
+    ),
     *(
         Method(name, summary, NoSettings, _not_built, available=False)
         for name, summary in (
-            ("redrafter", "recurrent draft head, beam search (Cheng et al. 2024)"),
             ("ctc", "CTC-trained draft head (Wen et al. 2024)"),
             ("medusa", "Medusa heads (Cai et al. 2024)"),
             ("sprinter", "learned acceptance verifier (Zhong et al. 2025)"),

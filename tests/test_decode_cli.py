@@ -115,6 +115,10 @@ ERROR_CASES = {
         "method medusa is not available yet",
     ),
     "negative_temperature": (lambda p: ["--temperature=-0.5"], "temperature must be >= 0"),
+    "head_for_a_method_without_one": (
+        lambda p: ["--method=ngram", "--head=/tmp/some_head"],
+        "--head is for --method=redrafter",
+    ),
     "bad_gamma": (
         lambda p: ["--method=sd", "--gamma=many"],
         "--gamma must be an integer >= 1 or 'auto'",
@@ -156,6 +160,7 @@ ERROR_CASES = {
 ARGUMENT_ERRORS = (
     "unknown_method",
     "bad_gamma",
+    "head_for_a_method_without_one",
     "accept_policy_for_vanilla",
     "unknown_accept_policy",
     "method_not_built_yet",

@@ -78,3 +78,29 @@ def test_same_seed_same_sampled_tokens_regardless_of_batch(target):
     alone = generate(TARGET, target, PROMPTS[2:], seed=5, **kw)
     assert batch.tokens == again.tokens
     assert batch.tokens[2] == alone.tokens[0]
+
+
+def test_the_registry_builds_redrafter_from_a_saved_head(target, tmp_path):
+    from models.errors import SpecjaxError
+    from models.head_file import save_head
+    from specjax.methods import make_drafter, method_with_needs
+
+    head = _head(target, frequent=True).head
+    save_head(tmp_path / "head", head, TARGET, target)
+    drafter, dparams = make_drafter(
+        "redrafter", TARGET, target, head=str(tmp_path / "head"), width=2, length=3
+    )
+    assert drafter == ReDrafterDrafter(width=2, length=3)
+    vanilla = generate(TARGET, target, PROMPTS, max_new_tokens=16)
+    spec = generate(
+        TARGET, target, PROMPTS, max_new_tokens=16, drafter=drafter, draft_params=dparams
+    )
+    assert spec.tokens == vanilla.tokens
+    with pytest.raises(SpecjaxError, match="needs --head=DIR"):
+        make_drafter("redrafter", TARGET, target)
+    with pytest.raises(SpecjaxError, match="must be >= 1"):
+        make_drafter("redrafter", TARGET, target, head=str(tmp_path / "head"), width=0)
+    with pytest.raises(SpecjaxError, match="is not a saved head"):
+        make_drafter("redrafter", TARGET, target, head=str(tmp_path))
+    with pytest.raises(SpecjaxError, match="--head is for --method=redrafter"):
+        method_with_needs("sd", head=True)
