@@ -148,10 +148,13 @@ def auto_gamma(
     draft_params: ModelParams,
     tokenizer,
     remeasure: bool = False,
-    max_gamma: int = MAX_GAMMA,
+    max_gamma: int | None = None,
 ) -> BlockPlan:
-    """The sd draft length for this target, draft and machine (see the module docstring)."""
+    """The sd draft length in [1, max_gamma (default MAX_GAMMA)] for this target, draft and
+    machine (see the module docstring)."""
     from specjax.drafters.draft_model import DraftModelDrafter
+
+    max_gamma = max_gamma or MAX_GAMMA
 
     Ts = tuple(range(1, max_gamma + 2))
     with phase("gamma=auto: the verify cost c(T) on this machine (measured once, then cached)"):
