@@ -318,6 +318,31 @@ def _check_same_run(saved: dict, meta: dict) -> None:
         )
 
 
+def _target_and_data(cfg: TrainLoop, target: Model | None):
+    """(target, tokens_NS, mask_NS, train rows, eval rows): the config checked, the target loaded
+    (unless given), every data directory checked against it, and the seeded eval split."""
+    from models.fingerprint import check_fingerprint
+    from train_heads.data import data_dirs, load_dataset, load_manifest
+    from train_heads.target import load_target
+
+    cfg.validate()
+    manifests = {d: load_manifest(d) for d in data_dirs(cfg.data_dir)}
+    target = target or load_target(cfg.target, cfg.dtype)
+    for d, manifest in manifests.items():
+        check_fingerprint(manifest["target_fingerprint"], target.config, target.params, f"data {d}")
+    tokens, mask = load_dataset(cfg.data_dir, cfg.seq_len)
+    if tokens.max() >= target.config.V:
+        raise SpecjaxError(f"data {cfg.data_dir} has token ids beyond the target's vocabulary")
+    n = len(tokens)
+    if n < 2:
+        raise SpecjaxError(
+            f"data {cfg.data_dir} has {n} example(s); need at least 2 (train + eval)"
+        )
+    order = np.random.default_rng(cfg.seed).permutation(n)
+    n_eval = min(cfg.eval_examples, n // 2)
+    return target, tokens, mask, order[n_eval:], order[:n_eval]
+
+
 @dataclasses.dataclass
 class DraftLMResult:
     """What `train_draft_lm` produced: the final TrainState, the draft config, final/ (or None)."""
@@ -340,27 +365,9 @@ def train_draft_lm(
     `target` (a loaded `Model`) skips loading cfg.target (tests pass their tiny model).
     """
     from models import draft_lm as model_lm
-    from models.fingerprint import check_fingerprint
     from train_heads import draft_lm
-    from train_heads.data import data_dirs, load_dataset, load_manifest
-    from train_heads.target import load_target
 
-    cfg.validate()
-    manifests = {d: load_manifest(d) for d in data_dirs(cfg.data_dir)}
-    target = target or load_target(cfg.target, cfg.dtype)
-    for d, manifest in manifests.items():
-        check_fingerprint(manifest["target_fingerprint"], target.config, target.params, f"data {d}")
-    tokens, mask = load_dataset(cfg.data_dir, cfg.seq_len)
-    if tokens.max() >= target.config.V:
-        raise SpecjaxError(f"data {cfg.data_dir} has token ids beyond the target's vocabulary")
-    n = len(tokens)
-    if n < 2:
-        raise SpecjaxError(
-            f"data {cfg.data_dir} has {n} example(s); need at least 2 (train + eval)"
-        )
-    order = np.random.default_rng(cfg.seed).permutation(n)
-    n_eval = min(cfg.eval_examples, n // 2)
-    ev, tr = order[:n_eval], order[n_eval:]
+    target, tokens, mask, tr, ev = _target_and_data(cfg, target)
     head_ids = None
     if cfg.draft_vocab:  # chosen on the training split only
         head_ids = draft_lm.frequent_tokens(tokens[tr], mask[tr], cfg.draft_vocab, target.config.V)
@@ -415,27 +422,14 @@ def train_recurrent_head(
 ) -> HeadResult:
     """Trains ReDrafter's head on cfg.data_dir (made with --hidden); at the last step writes
     out_dir/final/ (`models.head_file`). `target` skips loading cfg.target."""
-    from models.fingerprint import check_fingerprint
     from models.head_file import save_head
     from models.recurrent_head import init_head
     from train_heads import draft_lm
-    from train_heads.data import data_dirs, load_dataset, load_hidden, load_manifest
+    from train_heads.data import load_hidden
     from train_heads.recurrent_head import HeadBatch, HeadFrozen, make_head_loss
-    from train_heads.target import load_target
 
-    cfg.validate()
-    manifests = {d: load_manifest(d) for d in data_dirs(cfg.data_dir)}
-    target = target or load_target(cfg.target, cfg.dtype)
-    for d, manifest in manifests.items():
-        check_fingerprint(manifest["target_fingerprint"], target.config, target.params, f"data {d}")
-    tokens, mask = load_dataset(cfg.data_dir, cfg.seq_len)
+    target, tokens, mask, tr, ev = _target_and_data(cfg, target)
     hidden = load_hidden(cfg.data_dir, cfg.seq_len)
-    n = len(tokens)
-    if n < 2:
-        raise SpecjaxError(f"data {cfg.data_dir} has {n} example(s); need at least 2")
-    order = np.random.default_rng(cfg.seed).permutation(n)
-    n_eval = min(cfg.eval_examples, n // 2)
-    ev, tr = order[:n_eval], order[n_eval:]
     c = target.config
     ids = None
     if cfg.head_vocab:  # chosen on the training split only
