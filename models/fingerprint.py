@@ -49,3 +49,22 @@ def check_fingerprint(recorded: dict, config: ModelConfig, params: ModelParams, 
             f"{what} was made for a different target (mismatch in {', '.join(diff)}: "
             f"recorded {[recorded.get(k) for k in diff]}, this target {[actual.get(k) for k in diff]})"
         )
+
+
+def dir_trained_for(root: Path, config_file: str, config: ModelConfig, params: ModelParams):
+    """The first subdirectory of `root` whose `config_file` records this target's fingerprint
+    (under "target" / "fingerprint"), or None: how shipped drafts and heads find their target."""
+    import json
+
+    actual = None
+    for d in sorted(p for p in root.iterdir() if (p / config_file).is_file()):
+        try:
+            recorded = json.loads((d / config_file).read_text())["target"]["fingerprint"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if recorded.get("V") != config.V or recorded.get("D") != config.D:
+            continue  # cheap check before hashing the embedding
+        actual = actual or target_fingerprint(config, params)
+        if recorded == actual:
+            return d
+    return None

@@ -164,3 +164,26 @@ def dedup_prefixes(tokens_BT: jax.Array, parent_BT: jax.Array) -> jax.Array:
         return jax.lax.fori_loop(1, T, visit, parent_T)
 
     return jax.vmap(row)(tokens_BT, parent_BT)
+
+
+def pack_tree(tokens_BT: jax.Array, parent_BT: jax.Array, slots: int):
+    """(tokens [B, slots], parent [B, slots]): the tree's non-empty nodes moved to the front, in
+    index order, and cut to `slots`.
+
+    A drafter whose tree has many empty slots after `dedup_prefixes` (beams that share prefixes)
+    can verify a smaller static block: on a machine where the verify cost grows with the block
+    size, empty slots are paid for. Index order is kept, so parents still come first and siblings
+    are tried in the same order; a node cut off takes its subtree with it (children come later).
+    """
+    B, T = tokens_BT.shape
+    valid = parent_BT != NO_PARENT
+    new_index = jnp.cumsum(valid, axis=1) - 1  # [B, T]
+    dest = jnp.where(valid, new_index, slots)  # slots: out of range, dropped by the scatter
+    moved_parent = jnp.where(
+        parent_BT >= 0, jnp.take_along_axis(new_index, jnp.maximum(parent_BT, 0), axis=1), parent_BT
+    )
+    rows = jnp.arange(B)[:, None]
+    tokens = jnp.zeros((B, slots), tokens_BT.dtype).at[rows, dest].set(tokens_BT, mode="drop")
+    parent = jnp.full((B, slots), NO_PARENT, parent_BT.dtype)
+    parent = parent.at[rows, dest].set(moved_parent.astype(parent_BT.dtype), mode="drop")
+    return tokens, parent

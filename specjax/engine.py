@@ -558,6 +558,14 @@ def _prepare(
             f"prompt of {longest} tokens + max_new_tokens {max_new_tokens} exceeds the cache of "
             f"{capacity} tokens"
         )
+    block = 1 if drafter is None else drafter.block_size
+    if block > 1 and longest + max_new_tokens + block > capacity:
+        # The last step may write a whole verify block past the budget (a W*L+1 beam tree, say).
+        raise SpecjaxError(
+            f"a draft block of {block} slots past a prompt of {longest} tokens + max_new_tokens "
+            f"{max_new_tokens} exceeds the cache of {capacity} tokens: lower the block (beams, "
+            "tree slots, gamma) or max_new_tokens"
+        )
     for p in prompts:
         if min(p) < 0 or max(p) >= config.V:
             raise SpecjaxError(f"prompt token ids must be in [0, {config.V})")
@@ -570,7 +578,6 @@ def _prepare(
     seeds = [seed] * B if isinstance(seed, int) else list(seed)
     row_keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))  # one op, any B
     spec = DecodeSpec(max_new_tokens, sampling, tuple(int(e) for e in eos_ids), acceptance)
-    block = 1 if drafter is None else drafter.block_size
     cache_len = P + max_new_tokens + block + 1  # slack: a full block may be written past the end
     rows = (jnp.asarray(prompt_BP), jnp.asarray(prompt_len_B), row_keys)
     weights = decode_layout((params, draft_params), mesh)

@@ -263,7 +263,16 @@ class ReDrafterSettings:
     width: int = setting(2, "beam_width", "redrafter: beams W drafted per step.")
     length: int = setting(4, "beam_length", "redrafter: draft tokens L per beam.")
     head: str = setting(
-        "", "head", "redrafter: a trained head directory (train_heads.train, final/)."
+        "",
+        "head",
+        "redrafter: a trained head directory (train_heads.train, final/); empty: the head "
+        "shipped for the target.",
+    )
+    slots: int = setting(
+        0,
+        "tree_slots",
+        "redrafter: pack the merged beam tree into this many block slots (0: the uncompacted "
+        "1 + W*L).",
     )
 
 
@@ -331,13 +340,23 @@ def _redrafter(inputs: BuildInputs):
         raise SpecjaxError(
             f"--beam_width and --beam_length must be >= 1, got {s.width}, {s.length}"
         )
-    if not s.head:
+    full = 1 + s.width * s.length
+    if s.slots != 0 and not 2 <= s.slots <= full:
         raise SpecjaxError(
-            "--method=redrafter needs --head=DIR: a head trained with python -m train_heads.train "
-            "(none is shipped for this target yet)"
+            f"--tree_slots must be 0 (the full tree) or in [2, 1 + W*L = {full}], got {s.slots}"
         )
-    head = load_head(s.head, inputs.config, inputs.params)
-    drafter = ReDrafterDrafter(width=s.width, length=s.length)
+    path = s.head
+    if not path:
+        from models.heads import shipped_head_for
+
+        path = shipped_head_for(inputs.config, inputs.params)
+        if path is None:
+            raise SpecjaxError(
+                "--method=redrafter needs --head=DIR for this target (no shipped head matches "
+                "it): a head trained with python -m train_heads.train"
+            )
+    head = load_head(path, inputs.config, inputs.params)
+    drafter = ReDrafterDrafter(width=s.width, length=s.length, slots=s.slots)
     return drafter, ReDrafterParams(head=head, embed=inputs.params.embed)
 
 

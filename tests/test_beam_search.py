@@ -9,7 +9,7 @@ import numpy as np
 
 from models.recurrent_head import LOG_ZERO, head_log_probs, init_head, rnn_step
 from specjax.beam_search import beam_search, beam_tree
-from specjax.candidates import NO_PARENT, ROOT_PARENT, dedup_prefixes
+from specjax.candidates import NO_PARENT, ROOT_PARENT, dedup_prefixes, pack_tree
 
 D, V = 16, 40
 
@@ -105,3 +105,17 @@ def test_merged_beams_are_the_trie_of_the_beams():
     assert paths == _trie(11, np.asarray(tokens_BWL[0]).tolist()) | {(11,)}
     # Each distinct path (the root included) keeps exactly one live node.
     assert int((np.asarray(merged[0]) != NO_PARENT).sum()) == len(paths)
+
+
+def test_pack_tree_moves_the_distinct_nodes_forward_and_cuts_whole_subtrees():
+    """Beams [7 8 9], [7 8 4], [5 6 1] merge into root-7-8-{9,4} and root-5-6-1; packed into 6
+    slots the nodes keep their order and the last beam loses only what does not fit."""
+    tokens_BWL = jnp.asarray([[[7, 8, 9], [7, 8, 4], [5, 6, 1]]], jnp.int32)
+    tokens, parent = beam_tree(jnp.asarray([3], jnp.int32), tokens_BWL)
+    parent = dedup_prefixes(tokens, parent)
+    packed_tokens, packed_parent = pack_tree(tokens, parent, 6)
+    assert packed_tokens.tolist() == [[3, 7, 8, 9, 4, 5]]
+    assert packed_parent.tolist() == [[ROOT_PARENT, 0, 1, 2, 2, 0]]
+    roomy_tokens, roomy_parent = pack_tree(tokens, parent, 10)
+    assert roomy_tokens[0, :8].tolist() == [3, 7, 8, 9, 4, 5, 6, 1]
+    assert roomy_parent.tolist() == [[ROOT_PARENT, 0, 1, 2, 2, 0, 5, 6, NO_PARENT, NO_PARENT]]

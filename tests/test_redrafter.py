@@ -32,19 +32,23 @@ def _head(target, frequent: bool):
     return ReDrafterParams(head=head, embed=target.embed)
 
 
-@pytest.mark.parametrize("frequent", [False, True], ids=["full_head", "frequent_token_head"])
+@pytest.mark.parametrize(
+    "frequent, slots",
+    [(False, 0), (True, 0), (False, 5)],
+    ids=["full_head", "frequent_token_head", "packed_into_5_slots"],
+)
 @pytest.mark.parametrize("batch", ["one", "three_ragged"])
-def test_greedy_equals_vanilla(target, batch, frequent):
+def test_greedy_equals_vanilla(target, batch, frequent, slots):
     prompts = PROMPTS[2:] if batch == "one" else PROMPTS
     vanilla = generate(TARGET, target, prompts, max_new_tokens=32)
-    drafter = ReDrafterDrafter(width=3, length=3)
+    drafter = ReDrafterDrafter(width=3, length=3, slots=slots)
     spec = generate(
         TARGET, target, prompts, max_new_tokens=32, drafter=drafter,
         draft_params=_head(target, frequent),
     )  # fmt: skip
     assert spec.tokens == vanilla.tokens
     assert sum(spec.drafted) > 0
-    assert drafter.block_size == 10
+    assert drafter.block_size == (slots or 10)
 
 
 def test_caches_after_a_run_hold_exactly_the_emitted_tokens(target):

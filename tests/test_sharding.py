@@ -53,6 +53,17 @@ SCRIPT = textwrap.dedent(
             plain = generate(config, params, prompts, draft_params=dparams, **kw)
             meshed = generate(config, sharded, prompts, draft_params=sharded_dparams, mesh=mesh, **kw)
             assert plain.tokens == meshed.tokens, (method, plain.tokens, meshed.tokens)
+        # ReDrafter: per-row beams from a replicated head, merged and packed trees.
+        from models.recurrent_head import init_head
+        from specjax.drafters.redrafter import ReDrafterDrafter, ReDrafterParams
+        head = init_head(jax.random.key(4), config.D, config.V)
+        for slots in (0, 5):
+            kw = dict(max_new_tokens=12, sampling=sampling, seed=3,
+                      drafter=ReDrafterDrafter(width=2, length=3, slots=slots))
+            plain = generate(config, params, prompts, draft_params=ReDrafterParams(head, params.embed), **kw)
+            meshed = generate(config, sharded, prompts, mesh=mesh,
+                              draft_params=ReDrafterParams(head, sharded.embed), **kw)
+            assert plain.tokens == meshed.tokens, ("redrafter", slots, plain.tokens, meshed.tokens)
 
     # The loop's output state keeps the layout it went in with (explicit out shardings), and the
     # streaming driver (state donated chunk to chunk) gives the same tokens under the mesh.

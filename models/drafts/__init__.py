@@ -8,7 +8,6 @@ target (today: a 2-layer draft for the embedded SmolLM2-135M-Instruct, made by
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 DRAFTS_DIR = Path(__file__).resolve().parent
@@ -17,17 +16,6 @@ DRAFTS_DIR = Path(__file__).resolve().parent
 def shipped_draft_for(config, params) -> Path | None:
     """The shipped draft directory made for this target, or None."""
     from models.draft_lm import CONFIG_FILE
-    from models.fingerprint import target_fingerprint
+    from models.fingerprint import dir_trained_for
 
-    actual = None
-    for d in sorted(p for p in DRAFTS_DIR.iterdir() if (p / CONFIG_FILE).is_file()):
-        try:
-            recorded = json.loads((d / CONFIG_FILE).read_text())["target"]["fingerprint"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if recorded.get("V") != config.V or recorded.get("D") != config.D:
-            continue  # cheap check before hashing the embedding
-        actual = actual or target_fingerprint(config, params)
-        if recorded == actual:
-            return d
-    return None
+    return dir_trained_for(DRAFTS_DIR, CONFIG_FILE, config, params)

@@ -8,9 +8,12 @@ forward). Beam search is deterministic (`specjax.beam_search`), so the exact pol
 target's. The original's own sampling rule (the best of W per-beam tests, against a target cut to
 its top 50) is not exact and is not used.
 
-The block is the uncompacted tree of 1 + W*L slots, as in the original's MLX port. Shared prefixes
-are merged in place (`dedup_prefixes`), so duplicate nodes become empty slots that cost their share
-of the verify forward but never hide a longer continuation.
+Two block layouts. By default the block is the uncompacted tree of 1 + W*L slots, as in the
+original's MLX port: shared prefixes are merged in place (`dedup_prefixes`), so duplicate nodes
+become empty slots that cost their share of the verify forward but never hide a longer
+continuation. With `slots` set, the merged tree is packed into that many slots (`pack_tree`): the
+distinct nodes in beam order (best beam first), the rest cut, so a verify cost that grows with the
+block size pays only for what is drafted.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ from flax import struct
 
 from models.recurrent_head import TOP_K, RecurrentHeadParams
 from specjax.beam_search import beam_search, beam_tree
-from specjax.candidates import Candidates, DraftContext, Prefill, Verified, dedup_prefixes
+from specjax.candidates import (
+    Candidates,
+    DraftContext,
+    Prefill,
+    Verified,
+    dedup_prefixes,
+    pack_tree,
+)
 
 
 @struct.dataclass
@@ -37,15 +47,17 @@ class ReDrafterParams:
 @dataclasses.dataclass(frozen=True)
 class ReDrafterDrafter:
     """width W beams of length L draft tokens; top_k: the head's logits cut before the
-    log-softmax (50, the original's)."""
+    log-softmax (50, the original's); slots: the packed block size (0: the uncompacted
+    1 + W*L)."""
 
     width: int = 2
     length: int = 4
     top_k: int = TOP_K
+    slots: int = 0
 
     @property
     def block_size(self) -> int:
-        return 1 + self.width * self.length
+        return self.slots or 1 + self.width * self.length
 
     def init(self, params: ReDrafterParams, prefill: Prefill, cache_len: int):
         return None
@@ -61,7 +73,10 @@ class ReDrafterDrafter:
             self.top_k,
         )
         tokens, parent = beam_tree(ctx.root, beams.tokens_BWL)
-        return Candidates(tokens=tokens, parent=dedup_prefixes(tokens, parent)), state
+        parent = dedup_prefixes(tokens, parent)
+        if self.slots:
+            tokens, parent = pack_tree(tokens, parent, self.slots)
+        return Candidates(tokens=tokens, parent=parent), state
 
     def update(self, params: ReDrafterParams, state, verified: Verified):
         return state
