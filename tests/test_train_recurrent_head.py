@@ -1,5 +1,6 @@
-"""ReDrafter head training: the teacher-forced loss equals a position-by-position replay, and it
-falls on a fixed batch under AdamW (tiny random target features)."""
+"""ReDrafter head training: the teacher-forced loss equals a position-by-position replay, it
+falls on a fixed batch under AdamW (tiny random target features), a trained head drafts better
+than an untrained one, and a stopped run resumes bit for bit."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from models.recurrent_head import head_logits, init_head, rnn_step
 from train_heads.recurrent_head import HeadBatch, HeadFrozen, make_head_loss
@@ -105,30 +107,42 @@ def test_fit_trains_the_head_on_make_data_output_with_hidden_states(tmp_path):
     assert float(sums["top1_0"]) / float(sums["count_0"]) > 0.3
 
 
-def test_a_trained_head_is_saved_loads_and_drafts_better_than_an_untrained_one(tmp_path):
-    """make_data --hidden -> train_recurrent_head -> final/ -> load_head -> ReDrafter decode:
-    greedy equals vanilla, and the trained head's drafts are accepted more often."""
-    import dataclasses
-
+@pytest.fixture(scope="module")
+def tiny_hidden_data(tmp_path_factory):
+    """(tiny random target, a make_data --hidden directory of its answers to 24 prompts)."""
     from configs.draft_lm import TINY_TARGET
-    from configs.recurrent_head import tiny_redrafter
-    from models.head_file import load_head
     from models.loading import Model
     from models.transformer import init_params
-    from specjax.drafters.redrafter import ReDrafterDrafter, ReDrafterParams
-    from specjax.engine import generate
     from train_heads.data import make_data
-    from train_heads.train import train_recurrent_head
 
     c = TINY_TARGET
     target = Model(c, init_params(c, jax.random.key(0)), None, "tiny")
     rng = np.random.default_rng(0)
     prompts = [[int(x) for x in rng.integers(1, c.V, 6)] for _ in range(24)]
-    data_dir = tmp_path / "data"
+    data_dir = tmp_path_factory.mktemp("tiny_hidden") / "data"
     make_data(
         target, prompts, data_dir, hidden=True, max_new_tokens=24, batch_size=8, shard_size=8,
         progress=False,
     )  # fmt: skip
+    return target, data_dir
+
+
+def test_a_trained_head_is_saved_loads_and_drafts_better_than_an_untrained_one(
+    tiny_hidden_data, tmp_path
+):
+    """make_data --hidden -> train_recurrent_head -> final/ -> load_head -> ReDrafter decode:
+    greedy equals vanilla, and the trained head's drafts are accepted more often."""
+    import dataclasses
+
+    from configs.recurrent_head import tiny_redrafter
+    from models.head_file import load_head
+    from specjax.drafters.redrafter import ReDrafterDrafter, ReDrafterParams
+    from specjax.engine import generate
+    from train_heads.train import train_recurrent_head
+
+    target, data_dir = tiny_hidden_data
+    c = target.config
+    rng = np.random.default_rng(1)
     cfg = dataclasses.replace(
         tiny_redrafter, data_dir=str(data_dir), out_dir=str(tmp_path / "run"), steps=80
     )
@@ -147,3 +161,27 @@ def test_a_trained_head_is_saved_loads_and_drafts_better_than_an_untrained_one(t
         assert r.tokens == vanilla.tokens
         rates[name] = r.tau
     assert rates["trained"] > rates["untrained"] and rates["trained"] > 1.5
+
+
+def test_a_stopped_head_run_resumes_bit_for_bit(tiny_hidden_data, tmp_path):
+    """Stopped after its step-6 checkpoint and resumed, the run ends with the params and optimizer
+    state of the run that never stopped."""
+    import dataclasses
+
+    from configs.recurrent_head import tiny_redrafter
+    from train_heads.train import train_recurrent_head
+
+    target, data_dir = tiny_hidden_data
+    cfg = dataclasses.replace(
+        tiny_redrafter, data_dir=str(data_dir), out_dir=str(tmp_path / "a"), steps=12,
+        save_every=6, eval_every=6,
+    )  # fmt: skip
+    unstopped = train_recurrent_head(cfg, target=target, progress=False).state
+    cfg_b = dataclasses.replace(cfg, out_dir=str(tmp_path / "b"))
+    stopped = train_recurrent_head(cfg_b, target=target, stop_after=6, progress=False).state
+    assert int(stopped.step) == 6
+    resumed = train_recurrent_head(cfg_b, target=target, resume=True, progress=False).state
+    assert int(resumed.step) == int(unstopped.step) == 12
+    for tree in ("params", "opt_state"):
+        a, b = jax.tree.leaves(getattr(resumed, tree)), jax.tree.leaves(getattr(unstopped, tree))
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True)), tree
