@@ -63,6 +63,17 @@ flags.DEFINE_string(
 )
 flags.DEFINE_list("categories", [], "Categories to keep (default: all).")
 flags.DEFINE_integer("per_category", 2, "Prompts per category.")
+flags.DEFINE_list(
+    "category_counts",
+    [],
+    "CATEGORY=N overrides of --per_category (humaneval=8: eight HumanEval prompts).",
+)
+flags.DEFINE_list(
+    "beams",
+    [],
+    "redrafter rows: WxL or WxL:SLOTS each (2x4, 4x4:8), one row per entry; empty: one row from "
+    "--beam_width, --beam_length and --tree_slots.",
+)
 flags.DEFINE_integer("max_new_tokens", 128, "Tokens per prompt.")
 flags.DEFINE_integer("repeats", 3, "Timed runs per prompt and method (median reported).")
 flags.DEFINE_float(
@@ -98,6 +109,8 @@ def _row_names() -> list[tuple[str, str, str | None, str]]:
             continue
         if needs.pool:  # one row per pool mode, with the first draft if it needs one
             rows += [(f"{m}[{mode}]", m, first_draft) for mode in FLAGS.pool_modes]
+        elif needs.head and FLAGS.beams:  # one row per beam shape
+            rows += [(f"{m}[{tag}]", m, None) for tag in _beam_tags()]
         elif needs.draft:  # one row per draft (and gamma); "shipped": the one in models/drafts
             rows += [
                 (f"{m}[{d}{tag}]", m, None if d == "shipped" else d)
@@ -135,11 +148,36 @@ def _gamma_tags(method_name: str) -> list[str]:
     return [f",gamma={g}" for g in gammas]
 
 
+def _beam_shapes() -> list[tuple[int, int, int]]:
+    """(W, L, slots) per --beams entry ("2x4" or "4x4:8"), each checked."""
+    shapes = []
+    for entry in FLAGS.beams:
+        try:
+            wl, _, slots = entry.partition(":")
+            w, l_ = (int(x) for x in wl.split("x"))
+            shape = (w, l_, int(slots or 0))
+        except ValueError:
+            raise SpecjaxError(f"--beams entries are WxL or WxL:SLOTS, got {entry!r}") from None
+        dataclasses.replace(methods.ReDrafterSettings(), width=w, length=l_, slots=shape[2]).check()
+        shapes.append(shape)
+    return shapes
+
+
+def _beam_tags() -> list[str]:
+    return [f"W={w},L={l_}" + (f",slots={s}" if s else "") for w, l_, s in _beam_shapes()]
+
+
 def _row_settings(name: str, kind: str, category: str):
-    """A row's settings: the category's, with the row's own gamma when its name carries one."""
+    """A row's settings: the category's, with the row's own gamma or beam shape when its name
+    carries one."""
     s = _settings(kind, category) if category else _settings(kind, None)
     if ",gamma=" in name:
         s = dataclasses.replace(s, gamma=name.split(",gamma=")[1].rstrip("]"))
+    if "[W=" in name:
+        tag = dict(kv.split("=") for kv in name.split("[")[1].rstrip("]").split(","))
+        s = dataclasses.replace(
+            s, width=int(tag["W"]), length=int(tag["L"]), slots=int(tag.get("slots", 0))
+        )
     return s
 
 
@@ -243,9 +281,16 @@ def run_bench() -> dict:
     for m in FLAGS.methods:
         methods.method(m)  # an unknown or unbuilt method fails here, before any model work
         _gammas(m)  # and so does a bad --gamma
+    _beam_shapes()  # and bad --beams
     for a in FLAGS.accept:
         make_policy(a)  # an unknown policy fails here, before any model work
-    prompts = load_prompts(FLAGS.prompts, FLAGS.categories, per_cat, max_cats)
+    counts = {}
+    for entry in FLAGS.category_counts:
+        cat, _, n = entry.partition("=")
+        if not cat or not n.isdigit() or int(n) < 1:
+            raise SpecjaxError(f"--category_counts entries are CATEGORY=N (N >= 1), got {entry!r}")
+        counts[cat] = int(n)
+    prompts = load_prompts(FLAGS.prompts, FLAGS.categories, per_cat, max_cats, counts)
     model = load_model(FLAGS.model)
     if model.tokenizer is None:
         raise SpecjaxError(f"{FLAGS.model} has no tokenizer; the bench needs one for its prompts")

@@ -154,14 +154,19 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS, names=None) -> Non
 
 
 def settings_from_flags(name: str, flag_values: flags.FlagValues = flags.FLAGS, **fixed) -> Any:
-    """The method's settings with every flagged field read from the parsed flags."""
+    """The method's settings with every flagged field read from the parsed flags, checked when
+    the settings can check themselves (a `check()` method), so a bad flag fails before any model
+    work."""
     m = method(name)
     values = {}
     for f in dataclasses.fields(m.settings):
         flag = f.metadata.get("flag")
         if flag and flag in flag_values:
             values[f.name] = flag_values[flag].value
-    return m.settings(**{**values, **fixed})
+    settings = m.settings(**{**values, **fixed})
+    if hasattr(settings, "check"):
+        settings.check()
+    return settings
 
 
 def make_drafter(
@@ -275,6 +280,19 @@ class ReDrafterSettings:
         "1 + W*L).",
     )
 
+    def check(self) -> None:
+        """W, L and the packed tree size, checked from the flags alone (before a model loads)."""
+        if self.width < 1 or self.length < 1:
+            raise SpecjaxError(
+                f"--beam_width and --beam_length must be >= 1, got {self.width}, {self.length}"
+            )
+        full = 1 + self.width * self.length
+        if self.slots != 0 and not 2 <= self.slots <= full:
+            raise SpecjaxError(
+                f"--tree_slots must be 0 (the full tree) or in [2, 1 + W*L = {full}], "
+                f"got {self.slots}"
+            )
+
 
 def _vanilla(inputs: BuildInputs):
     return None, None
@@ -336,15 +354,7 @@ def _redrafter(inputs: BuildInputs):
     from specjax.drafters.redrafter import ReDrafterDrafter, ReDrafterParams
 
     s = inputs.settings
-    if s.width < 1 or s.length < 1:
-        raise SpecjaxError(
-            f"--beam_width and --beam_length must be >= 1, got {s.width}, {s.length}"
-        )
-    full = 1 + s.width * s.length
-    if s.slots != 0 and not 2 <= s.slots <= full:
-        raise SpecjaxError(
-            f"--tree_slots must be 0 (the full tree) or in [2, 1 + W*L = {full}], got {s.slots}"
-        )
+    s.check()
     path = s.head
     if not path:
         from models.heads import shipped_head_for

@@ -15,11 +15,16 @@ SHARED_SPECBENCH = (
 
 
 def load_prompts(
-    source: str, categories: list[str], per_category: int, max_categories: int | None = None
+    source: str,
+    categories: list[str],
+    per_category: int,
+    max_categories: int | None = None,
+    counts: dict[str, int] | None = None,
 ) -> list[tuple[str, str]]:
     """(category, text) pairs; Spec-Bench first turns, HumanEval from the installed package.
 
     `source` may list several sets, comma-separated ("specbench,humaneval"), kept in that order.
+    `counts` overrides `per_category` for the categories it names ({"humaneval": 8}).
     """
     if "," in source:
         items = [
@@ -27,7 +32,7 @@ def load_prompts(
             for part in source.split(",")
             for cat, text in load_prompts(part.strip(), [], 10**9)
         ]
-        return _keep(items, categories, per_category, max_categories)
+        return _keep(items, categories, per_category, max_categories, counts)
     if source == "specbench":
         path = SHARED_SPECBENCH
         if not path.is_file():
@@ -46,18 +51,20 @@ def load_prompts(
         if not all(isinstance(r, dict) and "prompt" in r for r in rows):
             raise SpecjaxError(f"{source}: every line must be a JSON object with a 'prompt'")
         items = [(r.get("category", "file"), r["prompt"]) for r in rows]
-    return _keep(items, categories, per_category, max_categories)
+    return _keep(items, categories, per_category, max_categories, counts)
 
 
-def _keep(items, categories, per_category, max_categories):
-    """The first `per_category` prompts of each kept category (at most `max_categories`)."""
+def _keep(items, categories, per_category, max_categories, counts=None):
+    """The first `per_category` (or `counts[category]`) prompts of each kept category (at most
+    `max_categories` of them)."""
+    counts = counts or {}
     kept, seen = [], {}
     for cat, text in items:
         if categories and cat not in categories:
             continue
         if cat not in seen and max_categories is not None and len(seen) >= max_categories:
             continue
-        if seen.get(cat, 0) < per_category:
+        if seen.get(cat, 0) < counts.get(cat, per_category):
             seen[cat] = seen.get(cat, 0) + 1
             kept.append((cat, text))
     if not kept:

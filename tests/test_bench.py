@@ -40,6 +40,19 @@ def _word_tokenizer(out_dir: Path, vocab_size: int) -> None:
     )
 
 
+def _untrained_head(model_dir: Path, out: Path) -> Path:
+    """A random ReDrafter head saved for the tiny model (rows are exact whatever it drafts)."""
+    import jax
+
+    from models.head_file import save_head
+    from models.loading import load_model
+    from models.recurrent_head import init_head
+
+    model = load_model(str(model_dir), tokenizer=False)
+    head = init_head(jax.random.key(3), model.config.D, model.config.V)
+    return save_head(out, head, model.config, model.params)
+
+
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("bench")
@@ -52,6 +65,7 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory):
         {"category": "play", "prompt": "one day she saw a big red ball one day she saw a big"},
     ]
     prompts.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    head = _untrained_head(model_dir, root / "head")
     out = root / "out"
     env = dict(os.environ, JAX_PLATFORMS="cpu", SPECJAX_CACHE=str(root / "cache"))
     proc = subprocess.run(
@@ -61,8 +75,10 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory):
             "specjax.bench",
             f"--model={model_dir}",
             f"--prompts={prompts}",
-            "--methods=vanilla,sd,ngram,ouroboros,lookahead",
+            "--methods=vanilla,sd,ngram,ouroboros,lookahead,redrafter",
             "--gamma=2,auto",
+            f"--head={head}",
+            "--beams=2x2,2x3:4",
             "--accept=exact,typical",
             "--draft=self:1",
             "--phrase_preset=cpu",
@@ -96,9 +112,9 @@ def test_results_json_has_every_raw_timing(bench_run):
 def test_lossless_methods_match_vanilla(bench_run):
     _, res = bench_run
     ours = [r for r in res["raw"] if r["lossless"]]
-    # vanilla, sd at gamma 2 and auto, ngram, and ouroboros and lookahead with a cold and a warm
-    # pool, on two prompts
-    assert len(ours) == 16
+    # vanilla, sd at gamma 2 and auto, ngram, ouroboros and lookahead with a cold and a warm
+    # pool, and redrafter at two beam shapes, on two prompts
+    assert len(ours) == 20
     assert all(not r["mismatch"] for r in ours)
 
 
@@ -107,12 +123,27 @@ def test_approximate_rows_report_their_agreement_with_vanilla(bench_run):
     acceptance keeps vanilla's tokens, so the agreement is 1 and the table says approximate."""
     out, res = bench_run
     typical = [r for r in res["raw"] if r["method"].endswith("+typical")]
-    assert (
-        len(typical) == 14
-    )  # sd (2 gammas), ngram, ouroboros and lookahead (cold, warm), 2 prompts
+    # sd (2 gammas), ngram, ouroboros and lookahead (cold, warm), redrafter (2 shapes), 2 prompts
+    assert len(typical) == 18
     assert all(not r["lossless"] and r["vanilla_agreement"] == 1.0 for r in typical)
     assert "| ngram+typical | 2 |" in (out / "results.md").read_text()
     assert "approximate: 1.00 of tokens equal vanilla's" in (out / "results.md").read_text()
+
+
+def test_a_beams_list_gives_one_redrafter_row_each(bench_run):
+    _, res = bench_run
+    rows = {r["method"].split("+")[0] for r in res["raw"] if r["method"].startswith("redrafter")}
+    assert rows == {"redrafter[W=2,L=2]", "redrafter[W=2,L=3,slots=4]"}
+
+
+def test_category_counts_override_the_prompts_per_category(tmp_path):
+    from specjax.prompt_sets import load_prompts
+
+    path = tmp_path / "p.jsonl"
+    rows = [{"category": c, "prompt": f"{c} {i}"} for c in ("a", "b") for i in range(5)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    kept = load_prompts(str(path), [], 2, counts={"b": 4})
+    assert [c for c, _ in kept] == ["a", "a", "b", "b", "b", "b"]
 
 
 def test_a_gamma_list_gives_one_sd_row_each_and_auto_reports_its_choice(bench_run):

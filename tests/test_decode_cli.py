@@ -115,6 +115,7 @@ ERROR_CASES = {
         "method medusa is not available yet",
     ),
     "negative_temperature": (lambda p: ["--temperature=-0.5"], "temperature must be >= 0"),
+    "beam_width_zero": (lambda p: ["--method=redrafter", "--beam_width=0"], "must be >= 1"),
     "head_for_a_method_without_one": (
         lambda p: ["--method=ngram", "--head=/tmp/some_head"],
         "--head is for --method=redrafter",
@@ -161,6 +162,7 @@ ARGUMENT_ERRORS = (
     "unknown_method",
     "bad_gamma",
     "head_for_a_method_without_one",
+    "beam_width_zero",
     "accept_policy_for_vanilla",
     "unknown_accept_policy",
     "method_not_built_yet",

@@ -3,6 +3,13 @@ on benchmark prompts, and the greedy-sd tau that follows, without timing anythin
 
   python -m train_heads.draft_agreement --draft=runs/smollm2_draft/final --gamma=4 \
       --categories=writing,roleplay,reasoning,math,coding,extraction,stem,humanities
+  python -m train_heads.draft_agreement --method=redrafter --head=runs/smollm2_redrafter/final \
+      --beam_width=2 --beam_length=4
+
+Heads that draft a tree from the target's hidden state (`--method=redrafter`) are predicted the
+same way: the drafter proposes its tree at every answer position from the target's teacher-forced
+hidden state, a greedy verify accepts the deepest node whose path is the answer's continuation
+(`tree_runs`), and the steps follow from those run lengths (`greedy_tree_steps`).
 
 In greedy sd an accepted draft token equals the target's token, so every drafted token that gets
 judged has the true prefix behind it: the draft's teacher-forced argmax over the target's own
@@ -45,7 +52,11 @@ def define_flags() -> None:
     flags.DEFINE_list("categories", [], "Categories to keep (default: all).")
     flags.DEFINE_integer("per_category", 2, "Prompts per category.")
     flags.DEFINE_integer("max_new_tokens", 128, "Target answer length (EOS ends earlier).")
-    methods.define_flags(FLAGS, names=("sd",))  # --gamma, as decode and the bench define it
+    flags.DEFINE_enum(
+        "method", "sd", ["sd", "redrafter"], "sd (a draft LM) or redrafter (a beam head)."
+    )
+    # --gamma, --head, --beam_width, ... as decode and the bench define them
+    methods.define_flags(FLAGS, names=("sd", "redrafter"))
     flags.DEFINE_string("dtype", "float32", "float32 or bfloat16.")
 
 
@@ -97,6 +108,76 @@ def greedy_sd_steps(agree: np.ndarray, gamma: int) -> int:
     return steps
 
 
+def tree_runs(
+    drafter, draft_params, config: ModelConfig, params: ModelParams, prompt, answer
+) -> np.ndarray:
+    """int [len(answer)]: entry c (1 <= c < n) is how many draft tokens a greedy verify accepts
+    when answer[:c] is committed; entry 0 is unused.
+
+    A stateless tree drafter (ReDrafter's beams) proposes from the root answer[c-1] and the
+    target's hidden state that predicted it, which a teacher-forced forward over prompt + answer
+    gives for every c at once (one propose call over n - 1 rows).
+    """
+    from specjax.engine import prompt_bucket
+
+    seq = list(prompt) + list(answer)
+    P, n = len(prompt), len(answer)
+    S = prompt_bucket(len(seq))
+    tokens = np.zeros((1, S), np.int32)
+    tokens[0, : len(seq)] = seq
+    hidden = _hidden(config, params, tokens)[0]  # [S, D]
+    c = np.arange(1, n)
+    roots = np.asarray(answer, np.int32)[c - 1]
+    tree_tokens, parent = (
+        np.asarray(x) for x in _propose(drafter, draft_params, hidden[P + c - 2], roots, P + c - 1)
+    )
+    runs = np.zeros(n, np.int64)
+    for row, committed in enumerate(c):
+        depth, match = {0: 0}, {0: True}
+        for i in range(1, tree_tokens.shape[1]):
+            p = int(parent[row, i])
+            if p < 0:
+                continue
+            depth[i] = depth[p] + 1
+            at = committed + depth[i] - 1  # the answer token node i stands for
+            match[i] = match[p] and at < n and int(tree_tokens[row, i]) == answer[at]
+            if match[i]:
+                runs[committed] = max(runs[committed], depth[i])
+    return runs
+
+
+def greedy_tree_steps(runs: np.ndarray) -> int:
+    """Verify steps to produce the answer behind `runs` (`tree_runs`; prefill not counted)."""
+    n = len(runs)
+    committed, steps = 1, 0
+    while committed < n:
+        committed = min(n, committed + int(runs[committed]) + 1)
+        steps += 1
+    return steps
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _hidden(config: ModelConfig, params: ModelParams, tokens_1xS: jax.Array) -> jax.Array:
+    from models.transformer import sequence_hidden
+
+    return sequence_hidden(config, params, tokens_1xS)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _propose(drafter, draft_params, hidden_ND, root_N, position_N):
+    """(tokens, parent) of the trees a stateless drafter proposes for N (root, hidden) pairs."""
+    from specjax.candidates import DraftContext
+    from specjax.sampling import SamplingConfig
+
+    N = root_N.shape[0]
+    ctx = DraftContext(
+        root=root_N, root_position=position_N, hidden=hidden_ND, done=jax.numpy.zeros(N, bool)
+    )
+    keys = jax.random.split(jax.random.key(0), N)
+    cands, _ = drafter.propose(draft_params, None, ctx, keys, SamplingConfig())
+    return cands.tokens, cands.parent
+
+
 def run() -> dict[str, dict[str, float]]:
     """{category or "all": {prompts, tokens, top1, tau}} for the flags' draft and prompts."""
     from tqdm import tqdm
@@ -108,7 +189,8 @@ def run() -> dict[str, dict[str, float]]:
     from train_heads.target import load_target
 
     gamma = methods.parse_gamma(FLAGS.gamma)
-    if gamma == "auto":
+    settings = methods.settings_from_flags(FLAGS.method, FLAGS)  # checked before any loading
+    if gamma == "auto" and FLAGS.method == "sd":
         raise SpecjaxError("--gamma: this tool predicts a fixed gamma's calls; give an integer")
     if FLAGS.max_new_tokens < 2:
         raise SpecjaxError(f"--max_new_tokens must be >= 2, got {FLAGS.max_new_tokens}")
@@ -119,12 +201,12 @@ def run() -> dict[str, dict[str, float]]:
         raise SpecjaxError(f"{FLAGS.target} has no tokenizer to encode text prompts with")
     spec = None if FLAGS.draft in ("", "shipped") else FLAGS.draft
     drafter, draft_params = make_drafter(
-        "sd",
+        FLAGS.method,
         target.config,
         target.params,
         draft=spec,
         dtype=FLAGS.dtype,
-        settings=methods.settings_from_flags("sd", FLAGS),
+        settings=settings,
     )
     # per category and "all": prompts, answer tokens, drafts the target agrees with, target calls
     sums: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(4, np.int64))
@@ -137,8 +219,12 @@ def run() -> dict[str, dict[str, float]]:
             max_new_tokens=FLAGS.max_new_tokens,
             eos_ids=target.eos_ids,
         ).tokens[0]
-        agree = agreement_mask(drafter.config, draft_params, prompt, answer)
-        row = np.array([1, len(answer), agree.sum(), 1 + greedy_sd_steps(agree, gamma)])
+        if FLAGS.method == "sd":
+            agree = agreement_mask(drafter.config, draft_params, prompt, answer)
+            row = np.array([1, len(answer), agree.sum(), 1 + greedy_sd_steps(agree, gamma)])
+        else:  # top-1: the first drafted token matches (a beam's, any of them)
+            runs = tree_runs(drafter, draft_params, target.config, target.params, prompt, answer)
+            row = np.array([1, len(answer), (runs[1:] > 0).sum(), 1 + greedy_tree_steps(runs)])
         sums[category] += row
         sums["all"] += row
     if sums["all"][1] == sums["all"][0]:
@@ -151,7 +237,11 @@ def run() -> dict[str, dict[str, float]]:
 
 def main(argv: list[str]) -> None:
     table = run_or_fail(argv, run, "--draft=DIR")
-    print(f"greedy sd, gamma {FLAGS.gamma}, draft {FLAGS.draft}")
+    if FLAGS.method == "sd":
+        print(f"greedy sd, gamma {FLAGS.gamma}, draft {FLAGS.draft}")
+    else:
+        head = FLAGS.head or "shipped"
+        print(f"greedy redrafter, W {FLAGS.beam_width}, L {FLAGS.beam_length}, head {head}")
     print("| category | prompts | answer tokens | draft top-1 | predicted tau |")
     print("|---|---|---|---|---|")
     for key in [k for k in table if k != "all"] + ["all"]:
