@@ -9,6 +9,7 @@ bfloat16 has the same fingerprint.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import jax
 import ml_dtypes

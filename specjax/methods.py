@@ -32,6 +32,7 @@ from specjax.phrase_pool import PhrasePool, load_pool, merge_rows
 # Settings annotations are strings (postponed evaluation); flagged fields are plain scalars.
 _FLAG_TYPES = {
     "int": flags.DEFINE_integer,
+    "int | None": flags.DEFINE_integer,
     "float": flags.DEFINE_float,
     "str": flags.DEFINE_string,
     "bool": flags.DEFINE_boolean,
@@ -260,13 +261,25 @@ class PhraseSettings:
         return dataclasses.replace(self, preset=TASK_PRESETS.get(task, "chat"))
 
 
+# ReDrafter's beam shape when --beam_width / --beam_length are not given: the original's on an
+# accelerator (its README runs W = 45, L = 5), and on CPU the pair that measured fastest in the
+# bench sweep (README "Performance": the verify cost grows with the block there).
+ACCELERATOR_BEAMS = (45, 5)
+CPU_BEAMS = (2, 4)
+
+
 @dataclasses.dataclass(frozen=True)
 class ReDrafterSettings:
     """W beams of L draft tokens from the trained head at `head` (a directory written by
-    `train_heads.train` with a recurrent-head config)."""
+    `train_heads.train` with a recurrent-head config); W or L None: the backend's default
+    (`beam_shape`)."""
 
-    width: int = setting(2, "beam_width", "redrafter: beams W drafted per step.")
-    length: int = setting(4, "beam_length", "redrafter: draft tokens L per beam.")
+    width: int | None = setting(
+        None, "beam_width", "redrafter: beams W drafted per step (default: 2 on CPU, 45 else)."
+    )
+    length: int | None = setting(
+        None, "beam_length", "redrafter: draft tokens L per beam (default: 4 on CPU, 5 else)."
+    )
     head: str = setting(
         "",
         "head",
@@ -280,13 +293,24 @@ class ReDrafterSettings:
         "1 + W*L).",
     )
 
+    def beam_shape(self) -> tuple[int, int]:
+        """(W, L): the given ones, the rest from the default backend's defaults."""
+        import jax
+
+        default = CPU_BEAMS if jax.default_backend() == "cpu" else ACCELERATOR_BEAMS
+        return (
+            default[0] if self.width is None else self.width,
+            default[1] if self.length is None else self.length,
+        )
+
     def check(self) -> None:
         """W, L and the packed tree size, checked from the flags alone (before a model loads)."""
-        if self.width < 1 or self.length < 1:
+        width, length = self.beam_shape()
+        if width < 1 or length < 1:
             raise SpecjaxError(
-                f"--beam_width and --beam_length must be >= 1, got {self.width}, {self.length}"
+                f"--beam_width and --beam_length must be >= 1, got {width}, {length}"
             )
-        full = 1 + self.width * self.length
+        full = 1 + width * length
         if self.slots != 0 and not 2 <= self.slots <= full:
             raise SpecjaxError(
                 f"--tree_slots must be 0 (the full tree) or in [2, 1 + W*L = {full}], "
@@ -366,7 +390,8 @@ def _redrafter(inputs: BuildInputs):
                 "it): a head trained with python -m train_heads.train"
             )
     head = load_head(path, inputs.config, inputs.params)
-    drafter = ReDrafterDrafter(width=s.width, length=s.length, slots=s.slots)
+    width, length = s.beam_shape()
+    drafter = ReDrafterDrafter(width=width, length=length, slots=s.slots)
     return drafter, ReDrafterParams(head=head, embed=inputs.params.embed)
 
 

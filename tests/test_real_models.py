@@ -176,8 +176,19 @@ def smol_vanilla64(smollm2: Model, smol_prompt_ids: list[list[int]]) -> list[lis
         ("ouroboros", None, 3),
         ("ouroboros", None, 1),
         ("lookahead", None, 3),
+        ("redrafter", None, 3),
+        ("redrafter", None, 1),
     ],
-    ids=["self20", "shipped", "ngram", "ouroboros_B3", "ouroboros_B1", "lookahead_B3"],
+    ids=[
+        "self20",
+        "shipped",
+        "ngram",
+        "ouroboros_B3",
+        "ouroboros_B1",
+        "lookahead_B3",
+        "redrafter_B3",
+        "redrafter_B1",
+    ],  # fmt: skip
 )
 def test_smollm2_speculative_greedy_equals_vanilla(
     smollm2: Model,
@@ -189,7 +200,8 @@ def test_smollm2_speculative_greedy_equals_vanilla(
 ) -> None:
     """Lossless on the real default model: ragged prompts, 64 tokens (32 for the phrase methods,
     whose steps cost more on CPU; a greedy prefix is still a full check), EOS honoured. draft None
-    is the trained draft shipped in models/drafts for this target."""
+    is the trained draft shipped in models/drafts for this target; redrafter uses the head
+    shipped in models/heads, at the CPU's default beam shape."""
     from configs.phrase_drafting import phrase_drafting
     from specjax.engine import generate
     from specjax.methods import make_drafter
@@ -215,3 +227,10 @@ def test_smollm2_speculative_greedy_equals_vanilla(
         for row, answer in enumerate(spec.tokens):
             agree = agreement_mask(drafter.config, dparams, smol_prompt_ids[row], answer)
             assert spec.target_calls[row] == 1 + greedy_sd_steps(agree, 4)
+    if method == "redrafter":  # and a beam head's from its teacher-forced trees
+        from train_heads.draft_agreement import greedy_tree_steps, tree_runs
+
+        for row, answer in enumerate(spec.tokens):
+            c, p = smollm2.config, smollm2.params
+            runs = tree_runs(drafter, dparams, c, p, smol_prompt_ids[row], answer)
+            assert spec.target_calls[row] == 1 + greedy_tree_steps(runs)

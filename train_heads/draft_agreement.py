@@ -240,8 +240,8 @@ def main(argv: list[str]) -> None:
     if FLAGS.method == "sd":
         print(f"greedy sd, gamma {FLAGS.gamma}, draft {FLAGS.draft}")
     else:
-        head = FLAGS.head or "shipped"
-        print(f"greedy redrafter, W {FLAGS.beam_width}, L {FLAGS.beam_length}, head {head}")
+        width, length = methods.settings_from_flags("redrafter", FLAGS).beam_shape()
+        print(f"greedy redrafter, W {width}, L {length}, head {FLAGS.head or 'shipped'}")
     print("| category | prompts | answer tokens | draft top-1 | predicted tau |")
     print("|---|---|---|---|---|")
     for key in [k for k in table if k != "all"] + ["all"]:
