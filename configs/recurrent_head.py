@@ -59,13 +59,15 @@ tiny_redrafter = RecurrentHeadTrain(
 # --out=data/selfdistill_hidden`): the original's optimizer settings (AdamW, lr 1e-3, cosine with
 # 10 % warmup, no weight decay), L = 5 trained steps (the bench sweeps L up to 5), and a
 # 4096-token head, which keeps the saved head under 20 MB in bfloat16 (README "Training").
+# seq_len 512 holds every example whole (prompts up to 320 tokens + 192); the rows are then cropped
+# to their answers (`answer_windows`), so a step computes about 8 x 208 positions.
 smollm2_redrafter = RecurrentHeadTrain(
     target="smollm2",
     data_dir="data/selfdistill_hidden",
     out_dir="runs/smollm2_redrafter",
     steps=500,
     batch_size=8,
-    seq_len=384,
+    seq_len=512,
     lr=1e-3,
     warmup_steps=50,
     weight_decay=0.0,

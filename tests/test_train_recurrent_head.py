@@ -48,6 +48,26 @@ def test_the_loss_is_the_replayed_cross_entropy_of_every_step():
     np.testing.assert_allclose(float(total), sum(expected), rtol=1e-4)
 
 
+def test_cropping_rows_to_their_answers_keeps_every_loss_term():
+    """answer_windows drops the prompt before each answer (less L + 1 tokens) and the padding
+    after it: the summed CE, counts and top-1 of every step are unchanged."""
+    from train_heads.recurrent_head import answer_windows
+
+    batch, embed = _batch(4)
+    mask = np.zeros((B, S), bool)
+    mask[0, 6:9], mask[1, 8:12] = True, True  # answers in the middle and at the end
+    batch = batch.replace(mask=jnp.asarray(mask))
+    head = init_head(jax.random.key(2), D, V)
+    cropped = answer_windows(batch, L, multiple=2)
+    assert cropped.tokens.shape == (B, 8)  # row 1: L + 1 = 4 lead tokens + 4 answer tokens
+    _, full_sums = make_head_loss(L)(head, HeadFrozen(embed=embed), batch)
+    _, crop_sums = make_head_loss(L)(
+        head, HeadFrozen(embed=embed), jax.tree.map(jnp.asarray, cropped)
+    )
+    for k in full_sums:
+        np.testing.assert_allclose(float(crop_sums[k]), float(full_sums[k]), rtol=1e-5)
+
+
 def test_the_loss_falls_on_a_fixed_batch():
     batch, embed = _batch(2)
     frozen = HeadFrozen(embed=embed, head_token_ids=jnp.arange(0, V, 2, dtype=jnp.int32))

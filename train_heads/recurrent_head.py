@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from models.recurrent_head import RecurrentHeadParams, head_logits, rnn_step
@@ -36,6 +37,31 @@ class HeadFrozen:
 
     embed: jax.Array
     head_token_ids: jax.Array | None = None
+
+
+def answer_windows(batch: HeadBatch, length: int, multiple: int = 16) -> HeadBatch:
+    """The rows cropped to what a `length`-step loss reads: each starts length + 1 tokens before
+    its answer (the first position whose last step predicts an answer token) and the width is
+    the longest such window, rounded up to `multiple` (numpy arrays in and out).
+
+    Every position is scored on its own (teacher forcing, no attention), so the prompt before
+    that point is dead weight: on chat data it is about half of every row, and cropping it
+    halves a training step at the same loss.
+    """
+    tokens, mask, hidden = (np.asarray(x) for x in (batch.tokens, batch.mask, batch.hidden))
+    N, S = tokens.shape
+    has = mask.any(axis=1)
+    start = np.where(has, np.maximum(mask.argmax(axis=1) - length - 1, 0), 0)
+    end = np.where(has, S - mask[:, ::-1].argmax(axis=1), 0)  # one past the last answer token
+    width = min(S, -(-int((end - start).max(initial=1)) // multiple) * multiple)
+    out_tokens = np.zeros((N, width), tokens.dtype)
+    out_mask = np.zeros((N, width), bool)
+    out_hidden = np.zeros((N, width) + hidden.shape[2:], hidden.dtype)
+    for n in range(N):
+        a, b = start[n], min(end[n], start[n] + width)
+        out_tokens[n, : b - a], out_mask[n, : b - a] = tokens[n, a:b], mask[n, a:b]
+        out_hidden[n, : b - a] = hidden[n, a:b]
+    return HeadBatch(out_tokens, out_mask, out_hidden)
 
 
 def _shift(x_BS, k: int, fill):

@@ -426,7 +426,12 @@ def train_recurrent_head(
     from models.recurrent_head import init_head
     from train_heads import draft_lm
     from train_heads.data import load_hidden
-    from train_heads.recurrent_head import HeadBatch, HeadFrozen, make_head_loss
+    from train_heads.recurrent_head import (
+        HeadBatch,
+        HeadFrozen,
+        answer_windows,
+        make_head_loss,
+    )
 
     target, tokens, mask, tr, ev = _target_and_data(cfg, target)
     hidden = load_hidden(cfg.data_dir, cfg.seq_len)
@@ -441,8 +446,8 @@ def train_recurrent_head(
         make_head_loss(cfg.draft_length),
         own,
         frozen,
-        HeadBatch(tokens[tr], mask[tr], hidden[tr]),
-        HeadBatch(tokens[ev], mask[ev], hidden[ev]),
+        answer_windows(HeadBatch(tokens[tr], mask[tr], hidden[tr]), cfg.draft_length),
+        answer_windows(HeadBatch(tokens[ev], mask[ev], hidden[ev]), cfg.draft_length),
         cfg,
         resume=resume,
         stop_after=stop_after,
