@@ -1,0 +1,167 @@
+"""Static candidate trees for heads that draft every depth at once (Medusa; the CTC drafter).
+
+A tree is a list of paths: the path (r_1, ..., r_d) is the node at depth d whose token is the
+r_d-th best guess of head d - 1, under the node (r_1, ..., r_{d-1}). Medusa's `mc_sim_7b_63` (63
+nodes, depth 4, top-10 per depth) is the reference for TPU/GPU. `build_tree` makes the tree for
+the machine at hand: nodes are added greedily by the probability that their whole path is right
+(measured top-k accuracies, assumed independent across depths, as Medusa's paper does), and the
+size kept is the one with the most expected tokens per unit of verify cost c(T).
+
+Trees are stored as JSON, `{"paths": [[0], [0, 0], [1], ...]}`, next to the heads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from models.errors import SpecjaxError
+from specjax.candidates import ROOT_PARENT
+
+# Medusa's `mc_sim_7b_63` (medusa/model/medusa_choices.py): 63 paths, depth 4, ranks < 10.
+MC_SIM_7B_63 = (
+    (0,), (0, 0), (1,), (0, 1), (2,), (0, 0, 0), (1, 0), (0, 2), (3,), (0, 3), (4,), (0, 4),
+    (2, 0), (0, 5), (0, 0, 1), (5,), (0, 6), (6,), (0, 7), (0, 1, 0), (1, 1), (7,), (0, 8),
+    (0, 0, 2), (3, 0), (0, 9), (8,), (9,), (1, 0, 0), (0, 2, 0), (1, 2), (0, 0, 3), (4, 0),
+    (2, 1), (0, 0, 4), (0, 0, 5), (0, 0, 0, 0), (0, 1, 1), (0, 0, 6), (0, 3, 0), (5, 0), (1, 3),
+    (0, 0, 7), (0, 0, 8), (0, 0, 9), (6, 0), (0, 4, 0), (1, 4), (7, 0), (0, 1, 2), (2, 0, 0),
+    (3, 1), (2, 2), (8, 0), (0, 5, 0), (1, 5), (1, 0, 1), (0, 2, 1), (9, 0), (0, 6, 0),
+    (0, 0, 0, 1), (1, 6), (0, 7, 0),
+)  # fmt: skip
+NAMED_TREES = {"mc_sim_7b_63": MC_SIM_7B_63}
+
+
+@dataclasses.dataclass(frozen=True)
+class StaticTree:
+    """A tree as the engine's block wants it: node 0 is the root, then the paths sorted by depth
+    and rank (parents first, better-ranked siblings first).
+
+    paths: the paths in node order (node i + 1 is paths[i]).
+    parent, depth, rank: int [T] per node (root: ROOT_PARENT, 0, 0); rank is the path's last
+      entry, the head's guess the node's token is.
+    """
+
+    paths: tuple[tuple[int, ...], ...]
+
+    @property
+    def size(self) -> int:
+        return 1 + len(self.paths)
+
+    @property
+    def max_depth(self) -> int:
+        return max((len(p) for p in self.paths), default=0)
+
+    @property
+    def max_rank(self) -> int:
+        return max((p[-1] for p in self.paths), default=0)
+
+    @property
+    def parent(self) -> np.ndarray:
+        index = {p: i + 1 for i, p in enumerate(self.paths)}
+        return np.array(
+            [ROOT_PARENT] + [index.get(p[:-1], 0) for p in self.paths], np.int32
+        )  # a depth-1 path's parent () is the root
+
+    @property
+    def depth(self) -> np.ndarray:
+        return np.array([0] + [len(p) for p in self.paths], np.int32)
+
+    @property
+    def rank(self) -> np.ndarray:
+        return np.array([0] + [p[-1] for p in self.paths], np.int32)
+
+
+def tree_from_paths(
+    paths: Sequence[Sequence[int]], max_depth: int | None = None, max_size: int | None = None
+) -> StaticTree:
+    """The tree of `paths`, checked: every path's parent is in the tree, no path repeats, ranks
+    are >= 0, and depth and size (nodes + root) stay within the given limits."""
+    clean = []
+    for p in paths:
+        if not isinstance(p, (list, tuple)) or not p or not all(isinstance(r, int) for r in p):
+            raise SpecjaxError(f"tree path {p!r} is not a non-empty list of integers")
+        if min(p) < 0:
+            raise SpecjaxError(f"tree path {list(p)} has a negative rank")
+        clean.append(tuple(p))
+    seen = set(clean)
+    if len(seen) != len(clean):
+        raise SpecjaxError("a tree path appears twice")
+    for p in clean:
+        if len(p) > 1 and p[:-1] not in seen:
+            raise SpecjaxError(f"tree path {list(p)} has no parent {list(p[:-1])} in the tree")
+    tree = StaticTree(tuple(sorted(clean, key=lambda p: (len(p), p))))
+    if max_depth is not None and tree.max_depth > max_depth:
+        raise SpecjaxError(
+            f"the tree is {tree.max_depth} deep, but the heads draft only {max_depth} tokens"
+        )
+    if max_size is not None and tree.size > max_size:
+        raise SpecjaxError(f"the tree has {tree.size} nodes with its root, above {max_size}")
+    return tree
+
+
+def load_tree(spec: str, max_depth: int | None = None, max_size: int | None = None) -> StaticTree:
+    """A named tree ("mc_sim_7b_63") or a JSON file {"paths": [...]}, checked (`tree_from_paths`)."""
+    if spec in NAMED_TREES:
+        return tree_from_paths(NAMED_TREES[spec], max_depth, max_size)
+    path = Path(spec)
+    if not path.is_file():
+        names = ", ".join(NAMED_TREES)
+        raise SpecjaxError(f"tree {spec!r} is neither a tree file nor a named tree ({names})")
+    try:
+        paths = json.loads(path.read_text())["paths"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise SpecjaxError(f"{spec} is not a tree file ({{'paths': [...]}}): {e}") from None
+    if not isinstance(paths, list):
+        raise SpecjaxError(f"{spec}: 'paths' must be a list of paths")
+    return tree_from_paths(paths, max_depth, max_size)
+
+
+def save_tree(path: str | Path, tree: StaticTree, extra: dict | None = None) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps({"paths": [list(p) for p in tree.paths], **(extra or {})}))
+    return path
+
+
+def expected_accepted(tree: StaticTree, accuracy: np.ndarray) -> float:
+    """Expected draft tokens a greedy verify accepts from `tree`, when head d's rank-r guess is
+    right with probability accuracy[d, r], independently across depths: the sum over nodes of
+    the product of accuracies along the node's path (at most one sibling is right)."""
+    total = 0.0
+    for p in tree.paths:
+        total += float(np.prod([accuracy[d, r] for d, r in enumerate(p)]))
+    return total
+
+
+def build_tree(
+    accuracy: np.ndarray, cost: Callable[[int], float], max_size: int
+) -> tuple[StaticTree, float]:
+    """(tree, expected tau / cost) of the best greedy tree of at most `max_size` nodes.
+
+    accuracy[d, r]: measured probability that head d's rank-r token is the target's (top-k
+    accuracies on held-out data, `accuracy.shape` = (depths, ranks)). cost(T): the verify cost of
+    a T-slot block relative to one token, c(T) (`specjax.verify_cost`). Each addition is the
+    unused child, of the root or of a node in the tree, whose path is likeliest; the tree
+    returned is the prefix of that order with the highest (1 + expected accepted) / c(T).
+    """
+    depths, ranks = accuracy.shape
+    chosen: list[tuple[int, ...]] = []
+    prob = {(): 1.0}
+    frontier = {(r,): float(accuracy[0, r]) for r in range(ranks)}
+    best, best_score, expected = StaticTree(()), 1.0 / cost(1), 0.0
+    while frontier and len(chosen) + 1 < max_size:
+        path = max(frontier, key=lambda p: (frontier[p], [-x for x in p]))
+        p_path = frontier.pop(path)
+        chosen.append(path)
+        prob[path] = p_path
+        expected += p_path
+        if len(path) < depths:
+            for r in range(ranks):
+                frontier[path + (r,)] = p_path * float(accuracy[len(path), r])
+        score = (1.0 + expected) / cost(1 + len(chosen))
+        if score > best_score:
+            best, best_score = tree_from_paths(chosen), score
+    return best, best_score
