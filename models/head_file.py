@@ -1,5 +1,6 @@
 """A trained draft head on disk: `head_config.json` (format, kind, shapes, the target it was
 trained for) and `head.safetensors` (bfloat16 weights, int32 head token ids), never a pickle.
+Kinds: "recurrent" (ReDrafter's head) and "medusa" (Medusa's K heads).
 
 A head reads the target's hidden states and embedding, so it is only meaningful for the target it
 was trained on. The config records that target's fingerprint (`models.fingerprint`) and its width
@@ -20,19 +21,53 @@ import numpy as np
 from models.config import ModelConfig
 from models.errors import SpecjaxError
 from models.fingerprint import check_fingerprint, target_fingerprint
+from models.medusa_heads import MedusaHeadsParams
 from models.recurrent_head import RecurrentHeadParams
 from models.transformer import ModelParams
 
 FORMAT = "specjax-head-v1"
 CONFIG_FILE = "head_config.json"
 WEIGHTS_FILE = "head.safetensors"
-KIND = "recurrent"  # the only kind so far (ReDrafter); Medusa and CTC heads add theirs
-_WEIGHTS = ("rnn_w", "rnn_u", "rnn_b", "res_w", "res_b", "lm_head")
+
+
+def _recurrent_shapes(D: int, R: int, cols: int) -> dict[str, tuple[int, ...]]:
+    """ReDrafter's head: R residual blocks at width 2D (R read from the file)."""
+    return {
+        "rnn_w": (D, D),
+        "rnn_u": (D, D),
+        "rnn_b": (D,),
+        "res_w": (R, 2 * D, 2 * D),
+        "res_b": (R, 2 * D),
+        "lm_head": (2 * D, cols),
+    }
+
+
+def _medusa_shapes(D: int, K: int, cols: int) -> dict[str, tuple[int, ...]]:
+    """Medusa's K heads (K read from the file)."""
+    return {"res_w": (K, D, D), "res_b": (K, D), "lm_head": (K, D, cols)}
+
+
+# kind -> (params class, expected shapes from (D, leading count, columns))
+KINDS = {
+    "recurrent": (RecurrentHeadParams, _recurrent_shapes),
+    "medusa": (MedusaHeadsParams, _medusa_shapes),
+}
+
+
+def _kind_of(head) -> str:
+    for kind, (cls, _) in KINDS.items():
+        if isinstance(head, cls):
+            return kind
+    raise TypeError(f"not a head: {type(head).__name__}")
+
+
+def _weight_names(kind: str) -> tuple[str, ...]:
+    return tuple(KINDS[kind][1](1, 1, 1))
 
 
 def save_head(
     path: str | Path,
-    head: RecurrentHeadParams,
+    head: RecurrentHeadParams | MedusaHeadsParams,
     target_config: ModelConfig,
     target_params: ModelParams,
     *,
@@ -44,8 +79,10 @@ def save_head(
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    kind = _kind_of(head)
     tensors = {
-        n: np.asarray(jax.device_get(getattr(head, n))).astype(ml_dtypes.bfloat16) for n in _WEIGHTS
+        n: np.asarray(jax.device_get(getattr(head, n))).astype(ml_dtypes.bfloat16)
+        for n in _weight_names(kind)
     }
     if head.head_token_ids is not None:
         tensors["head_token_ids"] = np.asarray(jax.device_get(head.head_token_ids), np.int32)
@@ -54,7 +91,7 @@ def save_head(
     tmp.replace(path / WEIGHTS_FILE)
     meta = {
         "format": FORMAT,
-        "kind": KIND,
+        "kind": kind,
         "shapes": {n: list(t.shape) for n, t in tensors.items()},
         "target": {
             "fingerprint": target_fingerprint(target_config, target_params),
@@ -74,9 +111,12 @@ def is_head_dir(path: str | Path) -> bool:
 
 
 def load_head(
-    path: str | Path, target_config: ModelConfig, target_params: ModelParams
-) -> RecurrentHeadParams:
-    """The head saved at `path`, checked against the target, in the target's dtype."""
+    path: str | Path,
+    target_config: ModelConfig,
+    target_params: ModelParams,
+    kind: str = "recurrent",
+) -> RecurrentHeadParams | MedusaHeadsParams:
+    """The `kind` head saved at `path`, checked against the target, in the target's dtype."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -88,8 +128,10 @@ def load_head(
         raise SpecjaxError(f"head {path} is incomplete: {WEIGHTS_FILE} is missing")
     try:
         meta = json.loads(cfg_file.read_text())
-        if meta.get("format") != FORMAT or meta.get("kind") != KIND:
-            raise SpecjaxError(f"{cfg_file} is not a specjax {KIND} head config ({FORMAT})")
+        if meta.get("format") != FORMAT or meta.get("kind") not in KINDS:
+            raise SpecjaxError(f"{cfg_file} is not a specjax head config ({FORMAT})")
+        if meta["kind"] != kind:
+            raise SpecjaxError(f"{path} holds a {meta['kind']} head, not a {kind} head")
         recorded, D, L = (meta["target"][k] for k in ("fingerprint", "D", "L"))
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise SpecjaxError(f"corrupt head config {cfg_file}: {type(e).__name__}: {e}") from None
@@ -103,19 +145,14 @@ def load_head(
         tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
         raise SpecjaxError(f"corrupt or truncated head weights {weights}: {e}") from None
-    Dt, V = target_config.D, target_config.V
-    for name in _WEIGHTS:
+    V = target_config.V
+    names = _weight_names(kind)
+    for name in names:
         if name not in tensors:
             raise SpecjaxError(f"head weights {weights} lack tensor {name}")
-    R, cols = tensors["res_w"].shape[0], tensors["lm_head"].shape[-1]
-    want = {
-        "rnn_w": (Dt, Dt),
-        "rnn_u": (Dt, Dt),
-        "rnn_b": (Dt,),
-        "res_w": (R, 2 * Dt, 2 * Dt),
-        "res_b": (R, 2 * Dt),
-        "lm_head": (2 * Dt, cols),
-    }
+    cls, shapes = KINDS[kind]
+    count, cols = tensors["res_w"].shape[0], tensors["lm_head"].shape[-1]
+    want = shapes(target_config.D, count, cols)
     for name, shape in want.items():
         if tuple(tensors[name].shape) != shape:
             raise SpecjaxError(
@@ -130,6 +167,4 @@ def load_head(
     elif cols != V:
         raise SpecjaxError(f"head {path} has {cols} columns but no head_token_ids")
     dtype = target_params.dtype
-    return RecurrentHeadParams(
-        **{n: jnp.asarray(tensors[n], dtype=dtype) for n in _WEIGHTS}, head_token_ids=ids
-    )
+    return cls(**{n: jnp.asarray(tensors[n], dtype=dtype) for n in names}, head_token_ids=ids)

@@ -56,3 +56,18 @@ def test_bad_heads_are_one_line_errors(target, tmp_path):
     (garbled / CONFIG_FILE).write_text("{")
     with pytest.raises(SpecjaxError, match="corrupt head config"):
         load_head(garbled, TARGET, target)
+
+
+def test_medusa_heads_round_trip_and_are_not_taken_for_a_recurrent_head(target, tmp_path):
+    from models.medusa_heads import init_heads
+
+    ids = jnp.arange(0, TARGET.V, 2, dtype=jnp.int32)
+    heads = init_heads(target, num_heads=3, head_token_ids=ids)
+    heads = heads.replace(res_b=heads.res_b + 0.5)
+    save_head(tmp_path, heads, TARGET, target)
+    back = load_head(tmp_path, TARGET, target, kind="medusa")
+    assert back.num_heads == 3 and back.num_columns == ids.shape[0]
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(heads), strict=True):
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), atol=2e-2)
+    with pytest.raises(SpecjaxError, match="holds a medusa head, not a recurrent head"):
+        load_head(tmp_path, TARGET, target)

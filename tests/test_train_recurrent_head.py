@@ -11,7 +11,8 @@ import optax
 import pytest
 
 from models.recurrent_head import head_logits, init_head, rnn_step
-from train_heads.recurrent_head import HeadBatch, HeadFrozen, make_head_loss
+from train_heads.head_batch import HeadBatch
+from train_heads.recurrent_head import HeadFrozen, make_head_loss
 
 D, V, B, S, L = 8, 24, 2, 12, 3
 
@@ -51,7 +52,7 @@ def test_the_loss_is_the_replayed_cross_entropy_of_every_step():
 def test_cropping_rows_to_their_answers_keeps_every_loss_term():
     """answer_windows drops the prompt before each answer (less L + 1 tokens) and the padding
     after it: the summed CE, counts and top-1 of every step are unchanged."""
-    from train_heads.recurrent_head import answer_windows
+    from train_heads.head_batch import answer_windows
 
     batch, embed = _batch(4)
     mask = np.zeros((B, S), bool)

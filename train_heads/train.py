@@ -426,12 +426,8 @@ def train_recurrent_head(
     from models.recurrent_head import init_head
     from train_heads import draft_lm
     from train_heads.data import load_hidden
-    from train_heads.recurrent_head import (
-        HeadBatch,
-        HeadFrozen,
-        answer_windows,
-        make_head_loss,
-    )
+    from train_heads.head_batch import HeadBatch, answer_windows
+    from train_heads.recurrent_head import HeadFrozen, make_head_loss
 
     target, tokens, mask, tr, ev = _target_and_data(cfg, target)
     hidden = load_hidden(cfg.data_dir, cfg.seq_len)
