@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from configs.draft_lm import smollm2_draft, tiny_test
+from configs.medusa_heads import smollm2_medusa, tiny_medusa
 from configs.recurrent_head import smollm2_redrafter, tiny_redrafter
 from configs.train_loop import TrainLoop
 from models.errors import SpecjaxError
@@ -12,6 +13,8 @@ CONFIGS = {
     "tiny_test": tiny_test,
     "tiny_redrafter": tiny_redrafter,
     "smollm2_redrafter": smollm2_redrafter,
+    "tiny_medusa": tiny_medusa,
+    "smollm2_medusa": smollm2_medusa,
 }
 
 

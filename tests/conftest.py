@@ -61,3 +61,26 @@ def release_compiled_programs():
         engine._COMPILED.clear()
         train._COMPILED.clear()
         jax.clear_caches()
+
+
+@pytest.fixture(scope="session")
+def tiny_hidden_data(tmp_path_factory):
+    """(tiny random target, a make_data --hidden directory of its answers to 24 prompts), shared by
+    the head-training tests."""
+    import numpy as np
+
+    from configs.draft_lm import TINY_TARGET
+    from models.loading import Model
+    from models.transformer import init_params
+    from train_heads.data import make_data
+
+    c = TINY_TARGET
+    target = Model(c, init_params(c, jax.random.key(0)), None, "tiny")
+    rng = np.random.default_rng(0)
+    prompts = [[int(x) for x in rng.integers(1, c.V, 6)] for _ in range(24)]
+    data_dir = tmp_path_factory.mktemp("tiny_hidden") / "data"
+    make_data(
+        target, prompts, data_dir, hidden=True, max_new_tokens=24, batch_size=8, shard_size=8,
+        progress=False,
+    )  # fmt: skip
+    return target, data_dir

@@ -128,26 +128,6 @@ def test_fit_trains_the_head_on_make_data_output_with_hidden_states(tmp_path):
     assert float(sums["top1_0"]) / float(sums["count_0"]) > 0.3
 
 
-@pytest.fixture(scope="module")
-def tiny_hidden_data(tmp_path_factory):
-    """(tiny random target, a make_data --hidden directory of its answers to 24 prompts)."""
-    from configs.draft_lm import TINY_TARGET
-    from models.loading import Model
-    from models.transformer import init_params
-    from train_heads.data import make_data
-
-    c = TINY_TARGET
-    target = Model(c, init_params(c, jax.random.key(0)), None, "tiny")
-    rng = np.random.default_rng(0)
-    prompts = [[int(x) for x in rng.integers(1, c.V, 6)] for _ in range(24)]
-    data_dir = tmp_path_factory.mktemp("tiny_hidden") / "data"
-    make_data(
-        target, prompts, data_dir, hidden=True, max_new_tokens=24, batch_size=8, shard_size=8,
-        progress=False,
-    )  # fmt: skip
-    return target, data_dir
-
-
 def test_a_trained_head_is_saved_loads_and_drafts_better_than_an_untrained_one(
     tiny_hidden_data, tmp_path
 ):

@@ -35,6 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from configs.draft_lm import DraftLMTrain
+from configs.medusa_heads import MedusaTrain
 from configs.recurrent_head import RecurrentHeadTrain
 from configs.train_loop import TrainLoop
 from models.errors import SpecjaxError
@@ -457,6 +458,58 @@ def train_recurrent_head(
     return HeadResult(state=state, final_dir=final_dir)
 
 
+def train_medusa_heads(
+    cfg: MedusaTrain,
+    *,
+    resume: bool = False,
+    target: Model | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> HeadResult:
+    """Trains Medusa's heads on cfg.data_dir (made with --hidden), starting from K copies of the
+    target's own head; at the last step writes out_dir/final/ (`models.head_file`, kind
+    "medusa"), with each head's held-out rank accuracies (the tree builder's input) in its
+    config."""
+    from models.head_file import save_head
+    from models.medusa_heads import init_heads
+    from train_heads import draft_lm
+    from train_heads.data import load_hidden
+    from train_heads.head_batch import HeadBatch, answer_windows
+    from train_heads.medusa_heads import MedusaFrozen, make_medusa_loss, rank_accuracy
+
+    target, tokens, mask, tr, ev = _target_and_data(cfg, target)
+    hidden = load_hidden(cfg.data_dir, cfg.seq_len)
+    c = target.config
+    ids = None
+    if cfg.head_vocab:  # chosen on the training split only
+        ids = jnp.asarray(draft_lm.frequent_tokens(tokens[tr], mask[tr], cfg.head_vocab, c.V))
+    own = init_heads(target.params, cfg.num_heads, ids).replace(head_token_ids=None)
+    frozen = MedusaFrozen(head_token_ids=ids, vocab_size=c.V)
+    held_out = answer_windows(HeadBatch(tokens[ev], mask[ev], hidden[ev]), cfg.num_heads)
+    state = fit(
+        make_medusa_loss(cfg.num_heads, cfg.decay),
+        own,
+        frozen,
+        answer_windows(HeadBatch(tokens[tr], mask[tr], hidden[tr]), cfg.num_heads),
+        held_out,
+        cfg,
+        resume=resume,
+        stop_after=stop_after,
+        progress=progress,
+    )
+    final_dir = None
+    if int(state.step) == cfg.steps:
+        heads = jax.device_get(state.params).replace(head_token_ids=ids)
+        accuracy = rank_accuracy(heads, held_out, cfg.tree_ranks)
+        extra = {
+            "train_tokens": int(mask[tr].sum()),
+            "config": dataclasses.asdict(cfg),
+            "rank_accuracy": accuracy.round(5).tolist(),
+        }
+        final_dir = save_head(Path(cfg.out_dir) / FINAL_DIR, heads, c, target.params, extra=extra)
+    return HeadResult(state=state, final_dir=final_dir)
+
+
 # ---- CLI ---------------------------------------------------------------------------------------
 
 FLAGS = flags.FLAGS
@@ -480,7 +533,9 @@ def define_flags() -> None:
 # Every field of every trainable config kind (a field the chosen config lacks is an error).
 _OVERRIDABLE = list(
     {
-        f.name: f for kind in (DraftLMTrain, RecurrentHeadTrain) for f in dataclasses.fields(kind)
+        f.name: f
+        for kind in (DraftLMTrain, RecurrentHeadTrain, MedusaTrain)
+        for f in dataclasses.fields(kind)
     }.values()
 )
 
@@ -507,13 +562,15 @@ def main(argv: list[str]) -> None:
         cfg = config_from_flags()
         if isinstance(cfg, RecurrentHeadTrain):
             return train_recurrent_head(cfg, resume=FLAGS.resume)
+        if isinstance(cfg, MedusaTrain):
+            return train_medusa_heads(cfg, resume=FLAGS.resume)
         if not isinstance(cfg, DraftLMTrain):
             raise SpecjaxError(f"config {FLAGS.config} trains nothing this command knows")
         return train_draft_lm(cfg, resume=FLAGS.resume)
 
     result = run_or_fail(argv, run, "--steps=100")
     if isinstance(result, HeadResult) and result.final_dir is not None:
-        print(f"head saved to {result.final_dir} (ReDrafter's recurrent head, models/head_file.py)")
+        print(f"head saved to {result.final_dir} (models/head_file.py)")
     elif result.final_dir is not None:
         print(f"draft saved to {result.final_dir} (use: --method=sd --draft={result.final_dir})")
     else:
