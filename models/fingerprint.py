@@ -52,16 +52,22 @@ def check_fingerprint(recorded: dict, config: ModelConfig, params: ModelParams, 
         )
 
 
-def dir_trained_for(root: Path, config_file: str, config: ModelConfig, params: ModelParams):
+def dir_trained_for(
+    root: Path, config_file: str, config: ModelConfig, params: ModelParams, accept=None
+):
     """The first subdirectory of `root` whose `config_file` records this target's fingerprint
-    (under "target" / "fingerprint"), or None: how shipped drafts and heads find their target."""
+    (under "target" / "fingerprint") and, with `accept`, whose config it accepts, or None: how
+    shipped drafts and heads find their target."""
     import json
 
     actual = None
     for d in sorted(p for p in root.iterdir() if (p / config_file).is_file()):
         try:
-            recorded = json.loads((d / config_file).read_text())["target"]["fingerprint"]
+            meta = json.loads((d / config_file).read_text())
+            recorded = meta["target"]["fingerprint"]
         except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if accept is not None and not accept(meta):
             continue
         if recorded.get("V") != config.V or recorded.get("D") != config.D:
             continue  # cheap check before hashing the embedding

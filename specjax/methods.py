@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from absl import flags, logging
@@ -283,8 +284,8 @@ class ReDrafterSettings:
     head: str = setting(
         "",
         "head",
-        "redrafter: a trained head directory (train_heads.train, final/); empty: the head "
-        "shipped for the target.",
+        "redrafter/medusa: a trained head directory (train_heads.train, final/); empty: the "
+        "head shipped for the target.",
     )
     slots: int = setting(
         0,
@@ -316,6 +317,25 @@ class ReDrafterSettings:
                 f"--tree_slots must be 0 (the full tree) or in [2, 1 + W*L = {full}], "
                 f"got {self.slots}"
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class MedusaSettings:
+    """Medusa's heads at `head` (a directory written by `train_heads.train` with a Medusa config;
+    empty: the heads shipped for the target) and their static tree."""
+
+    head: str = setting(
+        "",
+        "head",
+        "redrafter/medusa: a trained head directory (train_heads.train, final/); empty: the "
+        "head shipped for the target.",
+    )
+    tree: str = setting(
+        "auto",
+        "tree",
+        "medusa: auto (built from the heads' measured accuracies and this machine's verify "
+        "cost), mc_sim_7b_63, or a tree file {'paths': [...]}.",
+    )
 
 
 def _vanilla(inputs: BuildInputs):
@@ -374,25 +394,47 @@ def _lookahead(inputs: BuildInputs):
 
 
 def _redrafter(inputs: BuildInputs):
-    from models.head_file import load_head
     from specjax.drafters.redrafter import ReDrafterDrafter, ReDrafterParams
 
     s = inputs.settings
     s.check()
-    path = s.head
-    if not path:
-        from models.heads import shipped_head_for
-
-        path = shipped_head_for(inputs.config, inputs.params)
-        if path is None:
-            raise SpecjaxError(
-                "--method=redrafter needs --head=DIR for this target (no shipped head matches "
-                "it): a head trained with python -m train_heads.train"
-            )
-    head = load_head(path, inputs.config, inputs.params)
+    head, _ = _trained_head(inputs, s.head, "recurrent", "redrafter")
     width, length = s.beam_shape()
     drafter = ReDrafterDrafter(width=width, length=length, slots=s.slots)
     return drafter, ReDrafterParams(head=head, embed=inputs.params.embed)
+
+
+def _trained_head(inputs: BuildInputs, path: str, kind: str, method_name: str):
+    """(head, its directory): `path`, or the head of this kind shipped for the target."""
+    from models.head_file import load_head
+
+    if not path:
+        from models.heads import shipped_head_for
+
+        path = shipped_head_for(inputs.config, inputs.params, kind)
+        if path is None:
+            raise SpecjaxError(
+                f"--method={method_name} needs --head=DIR for this target (no shipped {kind} head "
+                "matches it): a head trained with python -m train_heads.train"
+            )
+    return load_head(path, inputs.config, inputs.params, kind), Path(path)
+
+
+def _medusa(inputs: BuildInputs):
+    from specjax.drafters.medusa import MedusaDrafter
+    from specjax.static_tree import auto_tree, load_tree
+
+    s = inputs.settings
+    heads, path = _trained_head(inputs, s.head, "medusa", "medusa")
+    if s.tree == "auto":
+        tree = auto_tree(inputs.config, inputs.params, path, heads.num_heads)
+    else:
+        tree = load_tree(s.tree, max_depth=heads.num_heads)
+    if tree.max_rank >= heads.num_columns:
+        raise SpecjaxError(
+            f"the tree uses rank {tree.max_rank}, but the heads have {heads.num_columns} columns"
+        )
+    return MedusaDrafter(tree), heads
 
 
 def _not_built(inputs: BuildInputs):
@@ -424,11 +466,17 @@ for _m in (
         _redrafter,
         needs=Needs(head=True),
     ),
+    Method(
+        "medusa",
+        "K heads on the target's hidden state fill a static tree (Cai et al. 2024)",
+        MedusaSettings,
+        _medusa,
+        needs=Needs(head=True),
+    ),
     *(
         Method(name, summary, NoSettings, _not_built, available=False)
         for name, summary in (
             ("ctc", "CTC-trained draft head (Wen et al. 2024)"),
-            ("medusa", "Medusa heads (Cai et al. 2024)"),
             ("sprinter", "learned acceptance verifier (Zhong et al. 2025)"),
         )
     ),

@@ -165,3 +165,38 @@ def build_tree(
         if score > best_score:
             best, best_score = tree_from_paths(chosen), score
     return best, best_score
+
+
+# Block sizes whose verify cost is measured for `auto_tree` (interpolated between them).
+AUTO_COST_SIZES = (1, 2, 4, 8, 16, 32, 64)
+AUTO_MAX_SIZE = 64
+
+
+def interpolated_cost(ms_by_T: dict[int, float]) -> Callable[[int], float]:
+    """c(T) = ms(T) / ms(1), linear between the measured sizes (flat past the largest)."""
+    Ts = sorted(ms_by_T)
+    ms = [ms_by_T[T] for T in Ts]
+    return lambda T: float(np.interp(T, Ts, ms)) / ms_by_T[1]
+
+
+def auto_tree(config, params, head_dir: Path, num_heads: int, remeasure: bool = False):
+    """The tree for these heads on this machine: `build_tree` over the held-out rank accuracies
+    saved with the heads and the target's verify cost measured here (cached,
+    `specjax.verify_cost`)."""
+    import logging
+
+    from models.head_file import CONFIG_FILE
+    from specjax.verify_cost import cached_cost_curve
+
+    try:
+        accuracy = json.loads((head_dir / CONFIG_FILE).read_text())["extra"]["rank_accuracy"]
+        accuracy = np.asarray(accuracy, np.float64)[:num_heads]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SpecjaxError(
+            f"head {head_dir} records no rank accuracies for --tree=auto; pass "
+            "--tree=mc_sim_7b_63 or a tree file"
+        ) from None
+    curve = cached_cost_curve(config, params, AUTO_COST_SIZES, remeasure=remeasure)
+    tree, score = build_tree(accuracy, interpolated_cost(curve["ms"]), AUTO_MAX_SIZE)
+    logging.info("medusa auto tree: %d nodes, expected tau / c(T) %.2f", tree.size, score)
+    return tree

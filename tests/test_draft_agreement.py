@@ -69,7 +69,7 @@ def test_predicted_target_calls_of_a_beam_head_equal_the_engines(slots):
     from models.transformer import sequence_hidden
     from specjax.drafters.redrafter import ReDrafterDrafter, ReDrafterParams
     from train_heads.head_batch import HeadBatch
-from train_heads.recurrent_head import HeadFrozen, make_head_loss
+    from train_heads.recurrent_head import HeadFrozen, make_head_loss
 
     target = init_params(TARGET, jax.random.key(0))
     answers = generate(TARGET, target, PROMPTS, max_new_tokens=40).tokens

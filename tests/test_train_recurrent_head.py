@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 
 from models.recurrent_head import head_logits, init_head, rnn_step
 from train_heads.head_batch import HeadBatch

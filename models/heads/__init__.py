@@ -1,8 +1,8 @@
 """Trained draft heads shipped inside the package, found by the target they were trained for.
 
-`redrafter` with no `--head` uses the shipped head whose recorded target fingerprint matches the
-loaded target (today: ReDrafter's recurrent head for the embedded SmolLM2-135M-Instruct, made by
-`python -m train_heads.train --config=smollm2_redrafter`). Each subdirectory is a
+`redrafter` and `medusa` with no `--head` use the shipped head of their kind whose recorded target
+fingerprint matches the loaded target (made by `python -m train_heads.train
+--config=smollm2_redrafter` / `--config=smollm2_medusa`). Each subdirectory is a
 `models.head_file.save_head` output.
 """
 
@@ -13,9 +13,11 @@ from pathlib import Path
 HEADS_DIR = Path(__file__).resolve().parent
 
 
-def shipped_head_for(config, params) -> Path | None:
-    """The shipped head directory made for this target, or None."""
+def shipped_head_for(config, params, kind: str = "recurrent") -> Path | None:
+    """The shipped head directory of this kind made for this target, or None."""
     from models.fingerprint import dir_trained_for
     from models.head_file import CONFIG_FILE
 
-    return dir_trained_for(HEADS_DIR, CONFIG_FILE, config, params)
+    return dir_trained_for(
+        HEADS_DIR, CONFIG_FILE, config, params, accept=lambda meta: meta.get("kind") == kind
+    )

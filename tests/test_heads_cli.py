@@ -1,0 +1,153 @@
+"""`python -m specjax.decode --method=redrafter|medusa` as a user runs it: a head given with
+`--head` decodes the same text as vanilla, and every bad head, beam or tree setting is one
+`error:` line and exit code 2 (stories260K from the CI-only reference data, with untrained heads
+saved for it)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import pytest
+
+from models.head_file import WEIGHTS_FILE, save_head
+from models.recurrent_head import init_head
+from tests.test_decode_cli import PROMPT, non_status_lines, run_cli, stories_dir  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def heads(stories_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:  # noqa: F811
+    """Untrained heads for stories260K (recurrent, and Medusa's with and without the rank
+    accuracies --tree=auto reads), a partial copy, and a head for another target."""
+    from models.loading import load_model
+    from models.medusa_heads import init_heads
+    from tests.hf_reference import make_tiny_hf_model
+
+    root = tmp_path_factory.mktemp("redrafter_heads")
+    stories = load_model(str(stories_dir), tokenizer=False)
+    head = init_head(jax.random.key(0), stories.config.D, stories.config.V)
+    good = save_head(root / "good", head, stories.config, stories.params)
+    partial = root / "partial"
+    shutil.copytree(good, partial)
+    (partial / WEIGHTS_FILE).unlink()
+    make_tiny_hf_model("llama", root / "other_model")
+    other = load_model(str(root / "other_model"), tokenizer=False)
+    foreign = save_head(
+        root / "foreign",
+        init_head(jax.random.key(1), other.config.D, other.config.V),
+        other.config,
+        other.params,
+    )
+    medusa = init_heads(stories.params, num_heads=4)
+    accuracy = {"rank_accuracy": [[0.5, 0.2, 0.1], [0.3, 0.1, 0.05], [0.2, 0.1, 0.0], [0.1] * 3]}
+    medusa_dir = save_head(root / "medusa", medusa, stories.config, stories.params, extra=accuracy)
+    bare = save_head(root / "medusa_bare", medusa, stories.config, stories.params)
+    deep = root / "deep_tree.json"
+    deep.write_text('{"paths": [[0], [0, 0], [0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0, 0]]}')
+    orphan = root / "orphan_tree.json"
+    orphan.write_text('{"paths": [[0], [1, 0]]}')
+    return {
+        "model": stories_dir, "good": good, "partial": partial, "foreign": foreign,
+        "medusa": medusa_dir, "medusa_bare": bare, "deep_tree": deep, "orphan_tree": orphan,
+    }  # fmt: skip
+
+
+def _decode(heads, *extra: str) -> tuple:
+    return (f"--model={heads['model']}", "--nochat", f"--prompt={PROMPT}", *extra)
+
+
+def test_redrafter_with_a_given_head_decodes_what_vanilla_does(heads) -> None:
+    base = _decode(heads, "--json", "--max_new_tokens=24")
+    vanilla = run_cli(*base)
+    beams = run_cli(*base, "--method=redrafter", f"--head={heads['good']}", "--tree_slots=6")
+    assert vanilla.returncode == 0 and beams.returncode == 0, beams.stderr
+    want, got = (json.loads(p.stdout.splitlines()[-1]) for p in (vanilla, beams))
+    assert got["tokens"] == want["tokens"] and got["method"] == "redrafter"
+    assert got["lossless"] is True
+
+
+@pytest.mark.parametrize("tree", ["auto", "mc_sim_7b_63"])
+def test_medusa_with_given_heads_decodes_what_vanilla_does(heads, tree) -> None:
+    base = _decode(heads, "--json", "--max_new_tokens=24")
+    vanilla = run_cli(*base)
+    medusa = run_cli(*base, "--method=medusa", f"--head={heads['medusa']}", f"--tree={tree}")
+    assert vanilla.returncode == 0 and medusa.returncode == 0, medusa.stderr
+    want, got = (json.loads(p.stdout.splitlines()[-1]) for p in (vanilla, medusa))
+    assert got["tokens"] == want["tokens"] and got["method"] == "medusa"
+
+
+BAD_CASES = {
+    "width_zero": (lambda h: ["--beam_width=0", f"--head={h['good']}"], "must be >= 1"),
+    "length_zero": (lambda h: ["--beam_length=0", f"--head={h['good']}"], "must be >= 1"),
+    "tree_slots_past_the_tree": (
+        lambda h: ["--beam_width=2", "--beam_length=2", "--tree_slots=6", f"--head={h['good']}"],
+        "--tree_slots must be 0",
+    ),
+    "beam_tree_larger_than_the_cache": (
+        lambda h: [
+            "--beam_width=8",
+            "--beam_length=4",
+            "--max_new_tokens=4",
+            "--max_cache_len=32",
+            f"--head={h['good']}",
+        ],
+        "a draft block of 33 slots",
+    ),
+    "head_for_another_target": (
+        lambda h: [f"--head={h['foreign']}"],
+        "was made for a different target",
+    ),
+    "partial_head": (lambda h: [f"--head={h['partial']}"], "is incomplete"),
+    "not_a_head": (lambda h: [f"--head={h['model']}"], "is not a saved head"),
+    "no_shipped_head_for_this_target": (lambda h: [], "needs --head=DIR for this target"),
+    "medusa_heads_as_a_recurrent_head": (
+        lambda h: [f"--head={h['medusa']}"],
+        "holds a medusa head, not a recurrent head",
+    ),
+}
+# Medusa's: (arguments after --method=medusa, text of the error line)
+MEDUSA_BAD_CASES = {
+    "heads_for_another_target": (
+        lambda h: [f"--head={h['foreign']}"],
+        "holds a recurrent head, not a medusa head",
+    ),
+    "partial_heads": (lambda h: [f"--head={h['partial']}"], "is incomplete"),
+    "tree_deeper_than_the_heads": (
+        lambda h: [f"--head={h['medusa']}", f"--tree={h['deep_tree']}"],
+        "heads draft only 4 tokens",
+    ),
+    "tree_node_without_its_parent": (
+        lambda h: [f"--head={h['medusa']}", f"--tree={h['orphan_tree']}"],
+        "has no parent",
+    ),
+    "tree_larger_than_the_cache": (
+        lambda h: [
+            f"--head={h['medusa']}",
+            "--tree=mc_sim_7b_63",
+            "--max_new_tokens=4",
+            "--max_cache_len=48",
+        ],
+        "a draft block of 64 slots",
+    ),  # fmt: skip
+    "auto_tree_without_accuracies": (
+        lambda h: [f"--head={h['medusa_bare']}", "--tree=auto"],
+        "records no rank accuracies",
+    ),
+    "no_shipped_heads_for_this_target": (lambda h: [], "needs --head=DIR for this target"),
+}
+
+
+@pytest.mark.parametrize(
+    "method, case",
+    [("redrafter", c) for c in BAD_CASES] + [("medusa", c) for c in MEDUSA_BAD_CASES],
+)
+def test_bad_heads_beams_and_trees_are_one_error_line_and_exit_code_2(method, case, heads):
+    build, text = (BAD_CASES if method == "redrafter" else MEDUSA_BAD_CASES)[case]
+    proc = run_cli(*_decode(heads, f"--method={method}", *build(heads)))
+    lines = non_status_lines(proc.stderr)
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert text in lines[0]
+    assert proc.stdout == ""
