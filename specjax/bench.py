@@ -69,6 +69,11 @@ flags.DEFINE_list(
     "CATEGORY=N overrides of --per_category (humaneval=8: eight HumanEval prompts).",
 )
 flags.DEFINE_list(
+    "trees",
+    [],
+    "medusa rows: one per tree (auto, mc_sim_7b_63, a tree file); empty: one row from --tree.",
+)
+flags.DEFINE_list(
     "beams",
     [],
     "redrafter rows: WxL or WxL:SLOTS each (2x4, 4x4:8), one row per entry; empty: one row from "
@@ -109,8 +114,10 @@ def _row_names() -> list[tuple[str, str, str | None, str]]:
             continue
         if needs.pool:  # one row per pool mode, with the first draft if it needs one
             rows += [(f"{m}[{mode}]", m, first_draft) for mode in FLAGS.pool_modes]
-        elif needs.head and FLAGS.beams:  # one row per beam shape
+        elif m == "redrafter" and FLAGS.beams:  # one row per beam shape
             rows += [(f"{m}[{tag}]", m, None) for tag in _beam_tags()]
+        elif m == "medusa" and FLAGS.trees:  # one row per tree
+            rows += [(f"{m}[tree={Path(t).stem}]", m, None) for t in FLAGS.trees]
         elif needs.draft:  # one row per draft (and gamma); "shipped": the one in models/drafts
             rows += [
                 (f"{m}[{d}{tag}]", m, None if d == "shipped" else d)
@@ -173,6 +180,9 @@ def _row_settings(name: str, kind: str, category: str):
     s = _settings(kind, category) if category else _settings(kind, None)
     if ",gamma=" in name:
         s = dataclasses.replace(s, gamma=name.split(",gamma=")[1].rstrip("]"))
+    if "[tree=" in name:  # the --trees entry the row is named after
+        stem = name.split("[tree=")[1].split("]")[0]
+        s = dataclasses.replace(s, tree=next(t for t in FLAGS.trees if Path(t).stem == stem))
     if "[W=" in name:
         tag = dict(kv.split("=") for kv in name.split("[")[1].rstrip("]").split(","))
         s = dataclasses.replace(
@@ -186,8 +196,33 @@ def _settings(kind: str, category: str | None):
     when the method adapts to the task (a settings object with `for_task`, like the phrase
     methods' "auto" preset)."""
     gammas = _gammas(kind)
-    s = settings_from_flags(kind, FLAGS, **({"gamma": gammas[0]} if gammas else {}))
+    fixed = {"gamma": gammas[0]} if gammas else {}
+    if methods.method(kind).needs.head:
+        fixed["head"] = _head_for(kind)
+    s = settings_from_flags(kind, FLAGS, **fixed)
     return s.for_task(category) if category and hasattr(s, "for_task") else s
+
+
+HEAD_KINDS = {"redrafter": "recurrent", "medusa": "medusa"}
+
+
+def _head_for(method_name: str) -> str:
+    """The --head directory of this method's kind: the bench runs several head methods at once,
+    so --head may list one directory per kind ("" when none is of this kind: the shipped one)."""
+    from models.head_file import CONFIG_FILE
+
+    dirs = [d for d in FLAGS.head.split(",") if d]
+    if len(dirs) <= 1:
+        return dirs[0] if dirs else ""
+    for d in dirs:
+        try:
+            if json.loads((Path(d) / CONFIG_FILE).read_text()).get("kind") == HEAD_KINDS.get(
+                method_name
+            ):
+                return d
+        except (OSError, ValueError):
+            raise SpecjaxError(f"--head: {d} is not a saved head") from None
+    return ""
 
 
 def _make_peers(model, draft_model, max_len: int, gamma: int) -> tuple[list, dict[str, str]]:

@@ -53,6 +53,17 @@ def _untrained_head(model_dir: Path, out: Path) -> Path:
     return save_head(out, head, model.config, model.params)
 
 
+def _untrained_medusa(model_dir: Path, out: Path) -> Path:
+    """Zero-initialised Medusa heads for the tiny model, with made-up rank accuracies."""
+    from models.head_file import save_head
+    from models.loading import load_model
+    from models.medusa_heads import init_heads
+
+    model = load_model(str(model_dir), tokenizer=False)
+    acc = {"rank_accuracy": [[0.4, 0.2, 0.1], [0.2, 0.1, 0.05], [0.1, 0.05, 0.0], [0.05] * 3]}
+    return save_head(out, init_heads(model.params, 4), model.config, model.params, extra=acc)
+
+
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("bench")
@@ -66,6 +77,7 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory):
     ]
     prompts.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     head = _untrained_head(model_dir, root / "head")
+    medusa = _untrained_medusa(model_dir, root / "medusa")
     out = root / "out"
     env = dict(os.environ, JAX_PLATFORMS="cpu", SPECJAX_CACHE=str(root / "cache"))
     proc = subprocess.run(
@@ -75,10 +87,11 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory):
             "specjax.bench",
             f"--model={model_dir}",
             f"--prompts={prompts}",
-            "--methods=vanilla,sd,ngram,ouroboros,lookahead,redrafter",
+            "--methods=vanilla,sd,ngram,ouroboros,lookahead,redrafter,medusa",
             "--gamma=2,auto",
-            f"--head={head}",
+            f"--head={head},{medusa}",
             "--beams=2x2,2x3:4",
+            "--trees=auto,mc_sim_7b_63",
             "--accept=exact,typical",
             "--draft=self:1",
             "--phrase_preset=cpu",
@@ -113,8 +126,8 @@ def test_lossless_methods_match_vanilla(bench_run):
     _, res = bench_run
     ours = [r for r in res["raw"] if r["lossless"]]
     # vanilla, sd at gamma 2 and auto, ngram, ouroboros and lookahead with a cold and a warm
-    # pool, and redrafter at two beam shapes, on two prompts
-    assert len(ours) == 20
+    # pool, redrafter at two beam shapes and medusa with two trees, on two prompts
+    assert len(ours) == 24
     assert all(not r["mismatch"] for r in ours)
 
 
@@ -123,8 +136,9 @@ def test_approximate_rows_report_their_agreement_with_vanilla(bench_run):
     acceptance keeps vanilla's tokens, so the agreement is 1 and the table says approximate."""
     out, res = bench_run
     typical = [r for r in res["raw"] if r["method"].endswith("+typical")]
-    # sd (2 gammas), ngram, ouroboros and lookahead (cold, warm), redrafter (2 shapes), 2 prompts
-    assert len(typical) == 18
+    # sd (2 gammas), ngram, ouroboros and lookahead (cold, warm), redrafter (2 shapes), medusa
+    # (2 trees), 2 prompts
+    assert len(typical) == 22
     assert all(not r["lossless"] and r["vanilla_agreement"] == 1.0 for r in typical)
     assert "| ngram+typical | 2 |" in (out / "results.md").read_text()
     assert "approximate: 1.00 of tokens equal vanilla's" in (out / "results.md").read_text()
@@ -134,6 +148,8 @@ def test_a_beams_list_gives_one_redrafter_row_each(bench_run):
     _, res = bench_run
     rows = {r["method"].split("+")[0] for r in res["raw"] if r["method"].startswith("redrafter")}
     assert rows == {"redrafter[W=2,L=2]", "redrafter[W=2,L=3,slots=4]"}
+    trees = {r["method"].split("+")[0] for r in res["raw"] if r["method"].startswith("medusa")}
+    assert trees == {"medusa[tree=auto]", "medusa[tree=mc_sim_7b_63]"}
 
 
 def test_category_counts_override_the_prompts_per_category(tmp_path):
