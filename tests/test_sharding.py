@@ -64,6 +64,17 @@ SCRIPT = textwrap.dedent(
             meshed = generate(config, sharded, prompts, mesh=mesh,
                               draft_params=ReDrafterParams(head, sharded.embed), **kw)
             assert plain.tokens == meshed.tokens, ("redrafter", slots, plain.tokens, meshed.tokens)
+        # Medusa: replicated heads, a static tree.
+        from models.medusa_heads import init_heads
+        from specjax.drafters.medusa import MedusaDrafter
+        from specjax.static_tree import load_tree
+        heads = init_heads(params, 4)
+        heads = heads.replace(res_w=0.3 * jax.random.normal(jax.random.key(6), heads.res_w.shape))
+        kw = dict(max_new_tokens=12, sampling=sampling, seed=3,
+                  drafter=MedusaDrafter(load_tree("mc_sim_7b_63")), draft_params=heads)
+        plain = generate(config, params, prompts, **kw)
+        meshed = generate(config, sharded, prompts, mesh=mesh, **kw)
+        assert plain.tokens == meshed.tokens, ("medusa", plain.tokens, meshed.tokens)
 
     # The loop's output state keeps the layout it went in with (explicit out shardings), and the
     # streaming driver (state donated chunk to chunk) gives the same tokens under the mesh.

@@ -199,6 +199,12 @@ def test_sampled_first_two_tokens_follow_the_target_on_beam_trees():
     assert _first_two_tokens_pvalue("redrafter", ExactAcceptance(), True, n=100_000) > 1e-3
 
 
+def test_sampled_first_two_tokens_follow_the_target_on_a_static_medusa_tree():
+    """Medusa's heads (moved off their zero start) fill a static 2-deep tree; the one-hot rule
+    keeps the first two tokens distributed as the target's: 100,000 seeded rows."""
+    assert _first_two_tokens_pvalue("medusa", ExactAcceptance(), True, n=100_000) > 1e-3
+
+
 def _first_two_tokens_pvalue(method: str, acceptance, check_accepted: bool, n=60_000) -> float:
     params = _flat(init_params(SMALL, jax.random.key(3)))
     sampling = SamplingConfig(temperature=1.0)
@@ -214,6 +220,14 @@ def _first_two_tokens_pvalue(method: str, acceptance, check_accepted: bool, n=60
         head = init_head(jax.random.key(4), SMALL.D, SMALL_V)
         drafter = ReDrafterDrafter(width=3, length=2)
         dparams = ReDrafterParams(head=head, embed=params.embed)
+    elif method == "medusa":
+        from models.medusa_heads import init_heads
+        from specjax.drafters.medusa import MedusaDrafter
+        from specjax.static_tree import tree_from_paths
+
+        dparams = init_heads(params, num_heads=2)
+        dparams = dparams.replace(res_w=jax.random.normal(jax.random.key(5), dparams.res_w.shape))
+        drafter = MedusaDrafter(tree_from_paths([(0,), (1,), (2,), (0, 0), (0, 1), (1, 0)]))
     else:  # phrases from the prompt (every bigram of it is in the pool) and the Jacobi window
         phrase = phrase_drafting(
             "chat", gamma=2, window=3, ngram=3, guess_set=3, pool_capacity=4, buckets=SMALL_V
