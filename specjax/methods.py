@@ -266,7 +266,7 @@ class PhraseSettings:
 # accelerator (its README runs W = 45, L = 5), and on CPU the pair that measured fastest in the
 # bench sweep (README "Performance": the verify cost grows with the block there).
 ACCELERATOR_BEAMS = (45, 5)
-CPU_BEAMS = (2, 4)
+CPU_BEAMS = (1, 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,10 +276,10 @@ class ReDrafterSettings:
     (`beam_shape`)."""
 
     width: int | None = setting(
-        None, "beam_width", "redrafter: beams W drafted per step (default: 2 on CPU, 45 else)."
+        None, "beam_width", "redrafter: beams W drafted per step (default: 1 on CPU, 45 else)."
     )
     length: int | None = setting(
-        None, "beam_length", "redrafter: draft tokens L per beam (default: 4 on CPU, 5 else)."
+        None, "beam_length", "redrafter: draft tokens L per beam (default: 3 on CPU, 5 else)."
     )
     head: str = setting(
         "",
