@@ -61,7 +61,10 @@ def _decode(heads, *extra: str) -> tuple:
 def test_redrafter_with_a_given_head_decodes_what_vanilla_does(heads) -> None:
     base = _decode(heads, "--json", "--max_new_tokens=24")
     vanilla = run_cli(*base)
-    beams = run_cli(*base, "--method=redrafter", f"--head={heads['good']}", "--tree_slots=6")
+    beams = run_cli(
+        *base, "--method=redrafter", f"--head={heads['good']}", "--beam_width=2",
+        "--beam_length=3", "--tree_slots=6",
+    )  # fmt: skip
     assert vanilla.returncode == 0 and beams.returncode == 0, beams.stderr
     want, got = (json.loads(p.stdout.splitlines()[-1]) for p in (vanilla, beams))
     assert got["tokens"] == want["tokens"] and got["method"] == "redrafter"
