@@ -413,6 +413,26 @@ class HeadResult:
     final_dir: Path | None
 
 
+def _head_data(cfg, target: Model | None, lead: int):
+    """(target, head_token_ids or None, train batch, held-out batch, train answer tokens) for a
+    hidden-state head: the data checked and split (`_target_and_data`), the hidden states
+    loaded, the frequent-token columns chosen on the training split, and both splits cropped to
+    what a `lead`-deep loss reads (`answer_windows`)."""
+    from train_heads import draft_lm
+    from train_heads.data import load_hidden
+    from train_heads.head_batch import HeadBatch, answer_windows
+
+    target, tokens, mask, tr, ev = _target_and_data(cfg, target)
+    hidden = load_hidden(cfg.data_dir, cfg.seq_len)
+    ids = None
+    if cfg.head_vocab:  # chosen on the training split only
+        V = target.config.V
+        ids = jnp.asarray(draft_lm.frequent_tokens(tokens[tr], mask[tr], cfg.head_vocab, V))
+    train = answer_windows(HeadBatch(tokens[tr], mask[tr], hidden[tr]), lead)
+    held_out = answer_windows(HeadBatch(tokens[ev], mask[ev], hidden[ev]), lead)
+    return target, ids, train, held_out, int(mask[tr].sum())
+
+
 def train_recurrent_head(
     cfg: RecurrentHeadTrain,
     *,
@@ -425,17 +445,10 @@ def train_recurrent_head(
     out_dir/final/ (`models.head_file`). `target` skips loading cfg.target."""
     from models.head_file import save_head
     from models.recurrent_head import init_head
-    from train_heads import draft_lm
-    from train_heads.data import load_hidden
-    from train_heads.head_batch import HeadBatch, answer_windows
     from train_heads.recurrent_head import HeadFrozen, make_head_loss
 
-    target, tokens, mask, tr, ev = _target_and_data(cfg, target)
-    hidden = load_hidden(cfg.data_dir, cfg.seq_len)
+    target, ids, train, held_out, train_tokens = _head_data(cfg, target, cfg.draft_length)
     c = target.config
-    ids = None
-    if cfg.head_vocab:  # chosen on the training split only
-        ids = jnp.asarray(draft_lm.frequent_tokens(tokens[tr], mask[tr], cfg.head_vocab, c.V))
     own = init_head(jax.random.key(cfg.seed), c.D, c.V, cfg.num_res, ids)
     own = own.replace(head_token_ids=None)
     frozen = HeadFrozen(embed=target.params.embed, head_token_ids=ids)
@@ -443,8 +456,8 @@ def train_recurrent_head(
         make_head_loss(cfg.draft_length),
         own,
         frozen,
-        answer_windows(HeadBatch(tokens[tr], mask[tr], hidden[tr]), cfg.draft_length),
-        answer_windows(HeadBatch(tokens[ev], mask[ev], hidden[ev]), cfg.draft_length),
+        train,
+        held_out,
         cfg,
         resume=resume,
         stop_after=stop_after,
@@ -453,7 +466,7 @@ def train_recurrent_head(
     final_dir = None
     if int(state.step) == cfg.steps:
         head = jax.device_get(state.params).replace(head_token_ids=ids)
-        extra = {"train_tokens": int(mask[tr].sum()), "config": dataclasses.asdict(cfg)}
+        extra = {"train_tokens": train_tokens, "config": dataclasses.asdict(cfg)}
         final_dir = save_head(Path(cfg.out_dir) / FINAL_DIR, head, c, target.params, extra=extra)
     return HeadResult(state=state, final_dir=final_dir)
 
@@ -472,25 +485,17 @@ def train_medusa_heads(
     config."""
     from models.head_file import save_head
     from models.medusa_heads import init_heads
-    from train_heads import draft_lm
-    from train_heads.data import load_hidden
-    from train_heads.head_batch import HeadBatch, answer_windows
     from train_heads.medusa_heads import MedusaFrozen, make_medusa_loss, rank_accuracy
 
-    target, tokens, mask, tr, ev = _target_and_data(cfg, target)
-    hidden = load_hidden(cfg.data_dir, cfg.seq_len)
+    target, ids, train, held_out, train_tokens = _head_data(cfg, target, cfg.num_heads)
     c = target.config
-    ids = None
-    if cfg.head_vocab:  # chosen on the training split only
-        ids = jnp.asarray(draft_lm.frequent_tokens(tokens[tr], mask[tr], cfg.head_vocab, c.V))
     own = init_heads(target.params, cfg.num_heads, ids).replace(head_token_ids=None)
     frozen = MedusaFrozen(head_token_ids=ids, vocab_size=c.V)
-    held_out = answer_windows(HeadBatch(tokens[ev], mask[ev], hidden[ev]), cfg.num_heads)
     state = fit(
         make_medusa_loss(cfg.num_heads, cfg.decay),
         own,
         frozen,
-        answer_windows(HeadBatch(tokens[tr], mask[tr], hidden[tr]), cfg.num_heads),
+        train,
         held_out,
         cfg,
         resume=resume,
@@ -502,7 +507,7 @@ def train_medusa_heads(
         heads = jax.device_get(state.params).replace(head_token_ids=ids)
         accuracy = rank_accuracy(heads, held_out, cfg.tree_ranks)
         extra = {
-            "train_tokens": int(mask[tr].sum()),
+            "train_tokens": train_tokens,
             "config": dataclasses.asdict(cfg),
             "rank_accuracy": accuracy.round(5).tolist(),
         }
