@@ -29,6 +29,7 @@ from models.config import ModelConfig
 from models.errors import SpecjaxError
 from models.fingerprint import check_fingerprint, target_fingerprint
 from models.loading import Model
+from models.params_file import write_weights_dir
 from models.transformer import LayerParams, ModelParams, init_params
 
 CONFIG_FILE = "draft_config.json"
@@ -137,19 +138,13 @@ def save_draft(
     `params` are the full draft params (as `merge` gives): the shared embedding/head identify the
     target in the fingerprint and are not written.
     """
-    from safetensors.numpy import save_file
-
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     tensors = {
         k: np.asarray(jax.device_get(v)).astype(ml_dtypes.bfloat16)
         for k, v in _named_tensors(trainable(params)).items()
     }
     if params.head_token_ids is not None:  # int32 ids, not weights: stored exactly
         tensors["head_token_ids"] = np.asarray(jax.device_get(params.head_token_ids), np.int32)
-    tmp = path / (WEIGHTS_FILE + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT})
-    tmp.replace(path / WEIGHTS_FILE)
     meta = {
         "format": FORMAT,
         "config": config.to_dict(),
@@ -158,10 +153,7 @@ def save_draft(
         "shared_from_target": [n for n in SHARED_FROM_TARGET if getattr(params, n) is not None],
         "target": {"source": target_source, "fingerprint": target_fingerprint(config, params)},
     }
-    tmp = path / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    tmp.replace(path / CONFIG_FILE)
-    return path
+    return write_weights_dir(path, WEIGHTS_FILE, tensors, FORMAT, CONFIG_FILE, meta)
 
 
 def is_draft_dir(path: str | Path) -> bool:

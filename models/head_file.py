@@ -22,6 +22,7 @@ from models.config import ModelConfig
 from models.errors import SpecjaxError
 from models.fingerprint import check_fingerprint, target_fingerprint
 from models.medusa_heads import MedusaHeadsParams
+from models.params_file import write_weights_dir
 from models.recurrent_head import RecurrentHeadParams
 from models.transformer import ModelParams
 
@@ -75,10 +76,7 @@ def save_head(
 ) -> Path:
     """Writes `head` for this target to `path/` (files written to temporary names, then renamed).
     `extra` (training data size, settings, metrics) goes into the config as-is."""
-    from safetensors.numpy import save_file
-
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     kind = _kind_of(head)
     tensors = {
         n: np.asarray(jax.device_get(getattr(head, n))).astype(ml_dtypes.bfloat16)
@@ -86,9 +84,6 @@ def save_head(
     }
     if head.head_token_ids is not None:
         tensors["head_token_ids"] = np.asarray(jax.device_get(head.head_token_ids), np.int32)
-    tmp = path / (WEIGHTS_FILE + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT})
-    tmp.replace(path / WEIGHTS_FILE)
     meta = {
         "format": FORMAT,
         "kind": kind,
@@ -100,10 +95,7 @@ def save_head(
         },
         **({"extra": extra} if extra else {}),
     }
-    tmp = path / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    tmp.replace(path / CONFIG_FILE)
-    return path
+    return write_weights_dir(path, WEIGHTS_FILE, tensors, FORMAT, CONFIG_FILE, meta)
 
 
 def is_head_dir(path: str | Path) -> bool:

@@ -84,3 +84,23 @@ def load_params(path: Path, config: ModelConfig, dtype) -> ModelParams:
 def _abstract_params(config: ModelConfig) -> ModelParams:
     """The shapes `params_from_hf` produces for `config`, without building any weights."""
     return jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+
+
+def write_weights_dir(
+    path: Path, weights_file: str, tensors: dict, fmt: str, config_file: str, meta: dict
+) -> Path:
+    """`tensors` (numpy) as safetensors and `meta` as JSON in directory `path`, each written
+    under a temporary name and then renamed, the weights first: a config on disk always names
+    finished weights (how trained drafts and heads are saved)."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / (weights_file + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": fmt})
+    tmp.replace(path / weights_file)
+    tmp = path / (config_file + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    tmp.replace(path / config_file)
+    return path
