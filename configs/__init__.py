@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from configs.ctc_draft import smollm2_ctc, tiny_ctc
 from configs.draft_lm import smollm2_draft, tiny_test
 from configs.medusa_heads import smollm2_medusa, tiny_medusa
 from configs.recurrent_head import smollm2_redrafter, tiny_redrafter
@@ -15,6 +16,8 @@ CONFIGS = {
     "smollm2_redrafter": smollm2_redrafter,
     "tiny_medusa": tiny_medusa,
     "smollm2_medusa": smollm2_medusa,
+    "tiny_ctc": tiny_ctc,
+    "smollm2_ctc": smollm2_ctc,
 }
 
 

@@ -1,6 +1,7 @@
 """A trained draft head on disk: `head_config.json` (format, kind, shapes, the target it was
 trained for) and `head.safetensors` (bfloat16 weights, int32 head token ids), never a pickle.
-Kinds: "recurrent" (ReDrafter's head) and "medusa" (Medusa's K heads).
+Kinds: "recurrent" (ReDrafter's head), "medusa" (Medusa's K heads) and "ctc" (the CTC drafter's
+module, whose embedding and LM head are the target's and so are not saved).
 
 A head reads the target's hidden states and embedding, so it is only meaningful for the target it
 was trained on. The config records that target's fingerprint (`models.fingerprint`) and its width
@@ -18,7 +19,9 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
+from models import ctc_draft
 from models.config import ModelConfig
+from models.ctc_draft import CTCDraftHead
 from models.errors import SpecjaxError
 from models.fingerprint import check_fingerprint, target_fingerprint
 from models.medusa_heads import MedusaHeadsParams
@@ -31,9 +34,10 @@ CONFIG_FILE = "head_config.json"
 WEIGHTS_FILE = "head.safetensors"
 
 
-def _recurrent_shapes(D: int, R: int, cols: int) -> dict[str, tuple[int, ...]]:
-    """ReDrafter's head: R residual blocks at width 2D (R read from the file)."""
-    return {
+def _recurrent_shapes(config: ModelConfig, tensors) -> tuple[dict, int]:
+    """ReDrafter's head: R residual blocks at width 2D (R and the columns read from the file)."""
+    D, R, cols = config.D, tensors["res_w"].shape[0], tensors["lm_head"].shape[-1]
+    shapes = {
         "rnn_w": (D, D),
         "rnn_u": (D, D),
         "rnn_b": (D,),
@@ -41,17 +45,31 @@ def _recurrent_shapes(D: int, R: int, cols: int) -> dict[str, tuple[int, ...]]:
         "res_b": (R, 2 * D),
         "lm_head": (2 * D, cols),
     }
+    return shapes, cols
 
 
-def _medusa_shapes(D: int, K: int, cols: int) -> dict[str, tuple[int, ...]]:
-    """Medusa's K heads (K read from the file)."""
-    return {"res_w": (K, D, D), "res_b": (K, D), "lm_head": (K, D, cols)}
+def _medusa_shapes(config: ModelConfig, tensors) -> tuple[dict, int]:
+    """Medusa's K heads (K and the columns read from the file)."""
+    D, K, cols = config.D, tensors["res_w"].shape[0], tensors["lm_head"].shape[-1]
+    return {"res_w": (K, D, D), "res_b": (K, D), "lm_head": (K, D, cols)}, cols
 
 
-# kind -> (params class, expected shapes from (D, leading count, columns))
+def _ctc_shapes(config: ModelConfig, tensors) -> tuple[dict, int]:
+    """The CTC drafter's module: every shape follows from the target's config."""
+    ids = tensors.get("head_token_ids")
+    return ctc_draft.shapes(config), config.V if ids is None else len(ids)
+
+
+# kind -> (params class, (target config, tensors) -> (expected shapes, head columns))
 KINDS = {
     "recurrent": (RecurrentHeadParams, _recurrent_shapes),
     "medusa": (MedusaHeadsParams, _medusa_shapes),
+    "ctc": (CTCDraftHead, _ctc_shapes),
+}
+_WEIGHT_NAMES = {
+    "recurrent": ("rnn_w", "rnn_u", "rnn_b", "res_w", "res_b", "lm_head"),
+    "medusa": ("res_w", "res_b", "lm_head"),
+    "ctc": ctc_draft.WEIGHT_NAMES,
 }
 
 
@@ -63,12 +81,12 @@ def _kind_of(head) -> str:
 
 
 def _weight_names(kind: str) -> tuple[str, ...]:
-    return tuple(KINDS[kind][1](1, 1, 1))
+    return _WEIGHT_NAMES[kind]
 
 
 def save_head(
     path: str | Path,
-    head: RecurrentHeadParams | MedusaHeadsParams,
+    head: RecurrentHeadParams | MedusaHeadsParams | CTCDraftHead,
     target_config: ModelConfig,
     target_params: ModelParams,
     *,
@@ -107,7 +125,7 @@ def load_head(
     target_config: ModelConfig,
     target_params: ModelParams,
     kind: str = "recurrent",
-) -> RecurrentHeadParams | MedusaHeadsParams:
+) -> RecurrentHeadParams | MedusaHeadsParams | CTCDraftHead:
     """The `kind` head saved at `path`, checked against the target, in the target's dtype."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
@@ -143,8 +161,7 @@ def load_head(
         if name not in tensors:
             raise SpecjaxError(f"head weights {weights} lack tensor {name}")
     cls, shapes = KINDS[kind]
-    count, cols = tensors["res_w"].shape[0], tensors["lm_head"].shape[-1]
-    want = shapes(target_config.D, count, cols)
+    want, cols = shapes(target_config, tensors)
     for name, shape in want.items():
         if tuple(tensors[name].shape) != shape:
             raise SpecjaxError(

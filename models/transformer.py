@@ -139,6 +139,7 @@ def hidden_states(
     cache: KVCache,
     attn_mask_BTT: jax.Array,
     feature_layers: tuple[int, ...] = (),
+    inputs_BTD: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
     """Runs the blocks over T new tokens that follow each row's cached prefix.
 
@@ -149,15 +150,17 @@ def hidden_states(
         ancestor-or-self for a tree).
       feature_layers: static layer indices whose outputs are also returned (EAGLE-3-style heads
         read low, middle and high layers); empty: none, and the forward costs what it did.
+      inputs_BTD: the blocks' input in place of the tokens' embeddings (tokens_BT may then be
+        None): EAGLE-style drafters feed a projection of [next token's embedding, hidden state].
 
     Returns:
       hidden_BTD after the final norm, the new keys/values k_LBTKH, v_LBTKH for the cache, and
       features_BTFD: the residual stream after each layer of `feature_layers` (before any final
       norm; transformers' `hidden_states[l + 1]`), or None when none were asked for.
     """
-    B, T = tokens_BT.shape
+    B, T = positions_BT.shape
     Q, K, H, G = config.Q, config.K, config.H, config.G
-    x = params.embed[tokens_BT]
+    x = params.embed[tokens_BT] if inputs_BTD is None else inputs_BTD
     if config.is_gpt2:
         x = x + params.pos_embed[positions_BT]
         cos = sin = None

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -71,7 +72,7 @@ flags.DEFINE_list(
 flags.DEFINE_list(
     "trees",
     [],
-    "medusa rows: one per tree (auto, mc_sim_7b_63, a tree file); empty: one row from --tree.",
+    "medusa/ctc rows: one per tree (auto, mc_sim_7b_63, a tree file); empty: one row from --tree.",
 )
 flags.DEFINE_list(
     "beams",
@@ -116,8 +117,16 @@ def _row_names() -> list[tuple[str, str, str | None, str]]:
             rows += [(f"{m}[{mode}]", m, first_draft) for mode in FLAGS.pool_modes]
         elif m == "redrafter" and FLAGS.beams:  # one row per beam shape
             rows += [(f"{m}[{tag}]", m, None) for tag in _beam_tags()]
-        elif m == "medusa" and FLAGS.trees:  # one row per tree
-            rows += [(f"{m}[tree={Path(t).stem}]", m, None) for t in FLAGS.trees]
+        elif needs.head and (FLAGS.trees or len(_heads_of(m)) > 1):
+            # one row per head of this kind (--head) and per tree (--trees: medusa, ctc)
+            trees = [None]
+            if FLAGS.trees and m in TREE_METHODS:
+                trees = FLAGS.trees
+            for d in _heads_of(m):
+                for t in trees:
+                    tags = [f"head={d}"] if len(_heads_of(m)) > 1 else []
+                    tags += [f"tree={Path(t).stem}"] if t else []
+                    rows.append((f"{m}[{','.join(tags)}]" if tags else m, m, None))
         elif needs.draft:  # one row per draft (and gamma); "shipped": the one in models/drafts
             rows += [
                 (f"{m}[{d}{tag}]", m, None if d == "shipped" else d)
@@ -180,9 +189,13 @@ def _row_settings(name: str, kind: str, category: str):
     s = _settings(kind, category) if category else _settings(kind, None)
     if ",gamma=" in name:
         s = dataclasses.replace(s, gamma=name.split(",gamma=")[1].rstrip("]"))
-    if "[tree=" in name:  # the --trees entry the row is named after
-        stem = name.split("[tree=")[1].split("]")[0]
+    tree = re.search(r"[\[,]tree=([^,\]]+)", name)
+    if tree:  # the --trees entry the row is named after
+        stem = tree.group(1)
         s = dataclasses.replace(s, tree=next(t for t in FLAGS.trees if Path(t).stem == stem))
+    head = re.search(r"[\[,]head=([^,\]]+)", name)
+    if head:  # one of several --head directories of this kind
+        s = dataclasses.replace(s, head=head.group(1))
     if "[W=" in name:
         tag = dict(kv.split("=") for kv in name.split("[")[1].rstrip("]").split(","))
         s = dataclasses.replace(
@@ -203,26 +216,32 @@ def _settings(kind: str, category: str | None):
     return s.for_task(category) if category and hasattr(s, "for_task") else s
 
 
-HEAD_KINDS = {"redrafter": "recurrent", "medusa": "medusa"}
+HEAD_KINDS = {"redrafter": "recurrent", "medusa": "medusa", "ctc": "ctc"}
+TREE_METHODS = ("medusa", "ctc")  # methods with a --tree setting
 
 
-def _head_for(method_name: str) -> str:
-    """The --head directory of this method's kind: the bench runs several head methods at once,
-    so --head may list one directory per kind ("" when none is of this kind: the shipped one)."""
+def _heads_of(method_name: str) -> list[str]:
+    """The --head directories of this method's kind, [""] (the shipped one) when none is: the
+    bench runs several head methods at once, and several heads of one kind (one row each)."""
     from models.head_file import CONFIG_FILE
 
     dirs = [d for d in FLAGS.head.split(",") if d]
-    if len(dirs) <= 1:
-        return dirs[0] if dirs else ""
+    if len(dirs) == 1:
+        return dirs
+    mine = []
     for d in dirs:
         try:
-            if json.loads((Path(d) / CONFIG_FILE).read_text()).get("kind") == HEAD_KINDS.get(
-                method_name
-            ):
-                return d
+            kind = json.loads((Path(d) / CONFIG_FILE).read_text()).get("kind")
         except (OSError, ValueError):
             raise SpecjaxError(f"--head: {d} is not a saved head") from None
-    return ""
+        if kind == HEAD_KINDS.get(method_name):
+            mine.append(d)
+    return mine or [""]
+
+
+def _head_for(method_name: str) -> str:
+    """The first --head directory of this method's kind ("": the shipped one)."""
+    return _heads_of(method_name)[0]
 
 
 def _make_peers(model, draft_model, max_len: int, gamma: int) -> tuple[list, dict[str, str]]:

@@ -284,7 +284,7 @@ class ReDrafterSettings:
     head: str = setting(
         "",
         "head",
-        "redrafter/medusa: a trained head directory (train_heads.train, final/); empty: the "
+        "redrafter/medusa/ctc: a trained head directory (train_heads.train, final/); empty: the "
         "head shipped for the target.",
     )
     slots: int = setting(
@@ -327,13 +327,33 @@ class MedusaSettings:
     head: str = setting(
         "",
         "head",
-        "redrafter/medusa: a trained head directory (train_heads.train, final/); empty: the "
+        "redrafter/medusa/ctc: a trained head directory (train_heads.train, final/); empty: the "
         "head shipped for the target.",
     )
     tree: str = setting(
         "auto",
         "tree",
-        "medusa: auto (built from the heads' measured accuracies and this machine's verify "
+        "medusa/ctc: auto (built from the heads' measured accuracies and this machine's verify "
+        "cost), mc_sim_7b_63, or a tree file {'paths': [...]}.",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class CTCSettings:
+    """The CTC drafter's module at `head` (a directory written by `train_heads.train` with a CTC
+    config; empty: the one shipped for the target) and its static tree (no deeper than the
+    frames it was trained to draft)."""
+
+    head: str = setting(
+        "",
+        "head",
+        "redrafter/medusa/ctc: a trained head directory (train_heads.train, final/); empty: the "
+        "head shipped for the target.",
+    )
+    tree: str = setting(
+        "auto",
+        "tree",
+        "medusa/ctc: auto (built from the heads' measured accuracies and this machine's verify "
         "cost), mc_sim_7b_63, or a tree file {'paths': [...]}.",
     )
 
@@ -437,6 +457,37 @@ def _medusa(inputs: BuildInputs):
     return MedusaDrafter(tree), heads
 
 
+def _ctc(inputs: BuildInputs):
+    import json
+
+    from models.ctc_draft import attach, draft_config
+    from models.head_file import CONFIG_FILE
+    from specjax.drafters.ctc import CTCDrafter
+    from specjax.static_tree import auto_tree, load_tree
+
+    s = inputs.settings
+    head, path = _trained_head(inputs, s.head, "ctc", "ctc")
+    try:
+        extra = json.loads((path / CONFIG_FILE).read_text())["extra"]
+        frames, ctc_weight = int(extra["config"]["frames"]), float(extra["ctc_weight"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SpecjaxError(
+            f"CTC drafter {path} records no frames and ctc_weight: retrain it with "
+            "python -m train_heads.train --config=smollm2_ctc"
+        ) from None
+    if s.tree == "auto":
+        tree = auto_tree(inputs.config, inputs.params, path, frames)
+    else:
+        tree = load_tree(s.tree, max_depth=frames)
+    columns = inputs.config.V if head.head_token_ids is None else len(head.head_token_ids)
+    if tree.max_rank >= columns:
+        raise SpecjaxError(
+            f"the tree uses rank {tree.max_rank}, but the head has {columns} columns"
+        )
+    drafter = CTCDrafter(draft_config(inputs.config), tree, collapse=ctc_weight > 0)
+    return drafter, attach(head, inputs.params)
+
+
 def _not_built(inputs: BuildInputs):
     raise SpecjaxError("this method is not available yet")
 
@@ -473,12 +524,17 @@ for _m in (
         _medusa,
         needs=Needs(head=True),
     ),
+    Method(
+        "ctc",
+        "a CTC-trained one-layer draft module over the target's hidden states, collapsed "
+        "frames in a static tree (Wen et al. 2024)",
+        CTCSettings,
+        _ctc,
+        needs=Needs(head=True),
+    ),
     *(
         Method(name, summary, NoSettings, _not_built, available=False)
-        for name, summary in (
-            ("ctc", "CTC-trained draft head (Wen et al. 2024)"),
-            ("sprinter", "learned acceptance verifier (Zhong et al. 2025)"),
-        )
+        for name, summary in (("sprinter", "learned acceptance verifier (Zhong et al. 2025)"),)
     ),
 ):
     register(_m)

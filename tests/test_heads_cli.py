@@ -1,4 +1,4 @@
-"""`python -m specjax.decode --method=redrafter|medusa` as a user runs it: a head given with
+"""`python -m specjax.decode --method=redrafter|medusa|ctc` as a user runs it: a head given with
 `--head` decodes the same text as vanilla, and every bad head, beam or tree setting is one
 `error:` line and exit code 2 (stories260K from the CI-only reference data, with untrained heads
 saved for it)."""
@@ -12,6 +12,7 @@ from pathlib import Path
 import jax
 import pytest
 
+from models.ctc_draft import init_ctc_head
 from models.head_file import WEIGHTS_FILE, save_head
 from models.recurrent_head import init_head
 from tests.test_decode_cli import PROMPT, non_status_lines, run_cli, stories_dir  # noqa: F401
@@ -48,9 +49,26 @@ def heads(stories_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     deep.write_text('{"paths": [[0], [0, 0], [0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0, 0]]}')
     orphan = root / "orphan_tree.json"
     orphan.write_text('{"paths": [[0], [1, 0]]}')
+    ctc_meta = {
+        "ctc_weight": 0.01,
+        "config": {"frames": 4},
+        "rank_accuracy": accuracy["rank_accuracy"],
+    }
+    ctc = init_ctc_head(stories.config, stories.params, jax.random.key(2), scale=0.3)
+    ctc_dir = save_head(root / "ctc", ctc, stories.config, stories.params, extra=ctc_meta)
+    ctc_bare = save_head(root / "ctc_bare", ctc, stories.config, stories.params)
+    ctc_corrupt = root / "ctc_corrupt"
+    shutil.copytree(ctc_dir, ctc_corrupt)
+    (ctc_corrupt / WEIGHTS_FILE).write_bytes(b"not a safetensors file")
+    other_ctc = init_ctc_head(other.config, other.params, jax.random.key(3))
+    ctc_foreign = save_head(
+        root / "ctc_foreign", other_ctc, other.config, other.params, extra=ctc_meta
+    )
     return {
         "model": stories_dir, "good": good, "partial": partial, "foreign": foreign,
         "medusa": medusa_dir, "medusa_bare": bare, "deep_tree": deep, "orphan_tree": orphan,
+        "ctc": ctc_dir, "ctc_bare": ctc_bare, "ctc_corrupt": ctc_corrupt,
+        "ctc_foreign": ctc_foreign,
     }  # fmt: skip
 
 
@@ -79,6 +97,17 @@ def test_medusa_with_given_heads_decodes_what_vanilla_does(heads, tree) -> None:
     assert vanilla.returncode == 0 and medusa.returncode == 0, medusa.stderr
     want, got = (json.loads(p.stdout.splitlines()[-1]) for p in (vanilla, medusa))
     assert got["tokens"] == want["tokens"] and got["method"] == "medusa"
+
+
+@pytest.mark.parametrize("tree", ["auto", "mc_sim_7b_63"])
+def test_ctc_with_a_given_drafter_decodes_what_vanilla_does(heads, tree) -> None:
+    base = _decode(heads, "--json", "--max_new_tokens=24")
+    vanilla = run_cli(*base)
+    ctc = run_cli(*base, "--method=ctc", f"--head={heads['ctc']}", f"--tree={tree}")
+    assert vanilla.returncode == 0 and ctc.returncode == 0, ctc.stderr
+    want, got = (json.loads(p.stdout.splitlines()[-1]) for p in (vanilla, ctc))
+    assert got["tokens"] == want["tokens"] and got["method"] == "ctc"
+    assert got["lossless"] is True
 
 
 BAD_CASES = {
@@ -142,12 +171,33 @@ MEDUSA_BAD_CASES = {
 }
 
 
-@pytest.mark.parametrize(
-    "method, case",
-    [("redrafter", c) for c in BAD_CASES] + [("medusa", c) for c in MEDUSA_BAD_CASES],
-)
+# The CTC drafter's: (arguments after --method=ctc, text of the error line)
+CTC_BAD_CASES = {
+    "drafter_for_another_target": (
+        lambda h: [f"--head={h['ctc_foreign']}"],
+        "was made for a different target",
+    ),
+    "corrupt_drafter": (lambda h: [f"--head={h['ctc_corrupt']}"], "corrupt or truncated"),
+    "tree_deeper_than_the_frames": (
+        lambda h: [f"--head={h['ctc']}", f"--tree={h['deep_tree']}"],
+        "heads draft only 4 tokens",
+    ),
+    "drafter_without_its_training_record": (
+        lambda h: [f"--head={h['ctc_bare']}"],
+        "records no frames and ctc_weight",
+    ),
+    "medusa_heads_as_a_ctc_drafter": (
+        lambda h: [f"--head={h['medusa']}"],
+        "holds a medusa head, not a ctc head",
+    ),
+    "no_shipped_drafter_for_this_target": (lambda h: [], "needs --head=DIR for this target"),
+}
+CASES = {"redrafter": BAD_CASES, "medusa": MEDUSA_BAD_CASES, "ctc": CTC_BAD_CASES}
+
+
+@pytest.mark.parametrize("method, case", [(m, c) for m, cases in CASES.items() for c in cases])
 def test_bad_heads_beams_and_trees_are_one_error_line_and_exit_code_2(method, case, heads):
-    build, text = (BAD_CASES if method == "redrafter" else MEDUSA_BAD_CASES)[case]
+    build, text = CASES[method][case]
     proc = run_cli(*_decode(heads, f"--method={method}", *build(heads)))
     lines = non_status_lines(proc.stderr)
     assert proc.returncode == 2, proc.stderr

@@ -205,6 +205,13 @@ def test_sampled_first_two_tokens_follow_the_target_on_a_static_medusa_tree():
     assert _first_two_tokens_pvalue("medusa", ExactAcceptance(), True, n=100_000) > 1e-3
 
 
+def test_sampled_first_two_tokens_follow_the_target_on_collapsed_ctc_trees():
+    """The CTC drafter's frames (an untrained module whose blank competes with the tokens) fill
+    a static tree that the collapse rewrites; the one-hot rule keeps the first two tokens
+    distributed as the target's: 100,000 seeded rows."""
+    assert _first_two_tokens_pvalue("ctc", ExactAcceptance(), True, n=100_000) > 1e-3
+
+
 def _first_two_tokens_pvalue(method: str, acceptance, check_accepted: bool, n=60_000) -> float:
     params = _flat(init_params(SMALL, jax.random.key(3)))
     sampling = SamplingConfig(temperature=1.0)
@@ -228,6 +235,15 @@ def _first_two_tokens_pvalue(method: str, acceptance, check_accepted: bool, n=60
         dparams = init_heads(params, num_heads=2)
         dparams = dparams.replace(res_w=jax.random.normal(jax.random.key(5), dparams.res_w.shape))
         drafter = MedusaDrafter(tree_from_paths([(0,), (1,), (2,), (0, 0), (0, 1), (1, 0)]))
+    elif method == "ctc":
+        from models.ctc_draft import attach, draft_config, init_ctc_head
+        from specjax.drafters.ctc import CTCDrafter
+        from specjax.static_tree import tree_from_paths
+
+        head = init_ctc_head(SMALL, params, jax.random.key(6), scale=0.3)
+        dparams = attach(head.replace(blank_b=jnp.full((1,), 1.0)), params)
+        tree = tree_from_paths([(0,), (1,), (2,), (0, 0), (0, 1), (1, 0), (0, 0, 0)])
+        drafter = CTCDrafter(draft_config(SMALL), tree)
     else:  # phrases from the prompt (every bigram of it is in the pool) and the Jacobi window
         phrase = phrase_drafting(
             "chat", gamma=2, window=3, ngram=3, guess_set=3, pool_capacity=4, buckets=SMALL_V

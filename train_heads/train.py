@@ -34,6 +34,7 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
+from configs.ctc_draft import CTCTrain
 from configs.draft_lm import DraftLMTrain
 from configs.medusa_heads import MedusaTrain
 from configs.recurrent_head import RecurrentHeadTrain
@@ -515,6 +516,61 @@ def train_medusa_heads(
     return HeadResult(state=state, final_dir=final_dir)
 
 
+def train_ctc_drafter(
+    cfg: CTCTrain,
+    *,
+    resume: bool = False,
+    target: Model | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> HeadResult:
+    """Trains the CTC drafter's module on cfg.data_dir (made with --hidden); at the last step
+    writes out_dir/final/ (`models.head_file`, kind "ctc") with its held-out chain rank
+    accuracies (the tree builder's input) and its CTC weight (0: drafts as EAGLE-1) in the
+    config. Rows keep their whole context: the module's layer attends over it."""
+    from models.ctc_draft import attach, draft_config, init_ctc_head
+    from models.head_file import save_head
+    from train_heads.ctc_draft import CTCFrozen, chain_rank_accuracy, make_ctc_loss
+
+    target, ids, train, held_out, train_tokens = _head_data(cfg, target, cfg.seq_len)
+    c = target.config
+    layer_config = draft_config(c)
+    head = init_ctc_head(c, target.params, jax.random.key(cfg.seed), ids)
+    frozen_parts = attach(head, target.params)
+    frozen = CTCFrozen(
+        embed=target.params.embed,
+        head_columns=frozen_parts.head_columns.astype(target.params.dtype),
+        head_token_ids=ids,
+        vocab_size=c.V,
+    )
+    state = fit(
+        make_ctc_loss(layer_config, cfg.ctc_weight),
+        head.replace(head_token_ids=None),
+        frozen,
+        train,
+        held_out,
+        cfg,
+        resume=resume,
+        stop_after=stop_after,
+        progress=progress,
+    )
+    final_dir = None
+    if int(state.step) == cfg.steps:
+        trained = jax.device_get(state.params).replace(head_token_ids=ids)
+        params = attach(trained, target.params)
+        accuracy = chain_rank_accuracy(
+            layer_config, params, held_out, cfg.frames, cfg.tree_ranks, cfg.ctc_weight > 0
+        )
+        extra = {
+            "train_tokens": train_tokens,
+            "config": dataclasses.asdict(cfg),
+            "ctc_weight": cfg.ctc_weight,
+            "rank_accuracy": accuracy.round(5).tolist(),
+        }
+        final_dir = save_head(Path(cfg.out_dir) / FINAL_DIR, trained, c, target.params, extra=extra)
+    return HeadResult(state=state, final_dir=final_dir)
+
+
 # ---- CLI ---------------------------------------------------------------------------------------
 
 FLAGS = flags.FLAGS
@@ -539,7 +595,7 @@ def define_flags() -> None:
 _OVERRIDABLE = list(
     {
         f.name: f
-        for kind in (DraftLMTrain, RecurrentHeadTrain, MedusaTrain)
+        for kind in (DraftLMTrain, RecurrentHeadTrain, MedusaTrain, CTCTrain)
         for f in dataclasses.fields(kind)
     }.values()
 )
@@ -569,6 +625,8 @@ def main(argv: list[str]) -> None:
             return train_recurrent_head(cfg, resume=FLAGS.resume)
         if isinstance(cfg, MedusaTrain):
             return train_medusa_heads(cfg, resume=FLAGS.resume)
+        if isinstance(cfg, CTCTrain):
+            return train_ctc_drafter(cfg, resume=FLAGS.resume)
         if not isinstance(cfg, DraftLMTrain):
             raise SpecjaxError(f"config {FLAGS.config} trains nothing this command knows")
         return train_draft_lm(cfg, resume=FLAGS.resume)

@@ -1,0 +1,78 @@
+"""Configurations for training the CTC drafter's module (`train_heads.ctc_draft`; the target
+frozen). The data must carry the target's hidden states (`make_data --hidden`)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from configs.draft_lm import TINY_TARGET_NAME
+from configs.train_loop import TrainLoop
+from models.errors import SpecjaxError
+
+
+@dataclasses.dataclass(frozen=True)
+class CTCTrain(TrainLoop):
+    """A TrainLoop plus what defines the module and its loss.
+
+    Attributes:
+    target: the model whose hidden states the data holds: "smollm2", a GGUF/HF path, or
+      "tiny-random".
+    head_vocab: keep only this many most frequent answer tokens as LM-head columns (0: all).
+    ctc_weight: c_w, the CTC term's weight (0.01, the released code's default; 0 trains the
+      EAGLE-1 drafter, which then drafts without blanks or collapse).
+    frames: frames drafted per step, the tree's depth (`chain_rank_accuracy` measures this many).
+    tree_ranks: ranks per frame whose held-out accuracy is measured for the tree builder.
+    """
+
+    target: str = "smollm2"
+    head_vocab: int = 0
+    ctc_weight: float = 0.01
+    frames: int = 4
+    tree_ranks: int = 10
+
+    def validate(self) -> None:
+        super().validate()
+        if self.head_vocab < 0 or self.frames < 1 or self.tree_ranks < 1:
+            raise SpecjaxError("--frames and --tree_ranks must be >= 1, --head_vocab >= 0")
+        if not self.ctc_weight >= 0:
+            raise SpecjaxError(f"--ctc_weight must be >= 0, got {self.ctc_weight}")
+
+
+tiny_ctc = CTCTrain(
+    target=TINY_TARGET_NAME,
+    data_dir="data/selfdistill_tiny_hidden",
+    out_dir="runs/tiny_ctc",
+    steps=60,
+    batch_size=4,
+    seq_len=48,
+    lr=1e-2,
+    warmup_steps=6,
+    weight_decay=0.0,
+    eval_every=30,
+    save_every=30,
+    log_every=10,
+    eval_examples=4,
+    frames=3,
+    tree_ranks=4,
+)
+
+
+# The recipe for the embedded default, on the same data as the other heads: 4096 head columns
+# (the module itself is 4.2 M parameters, 8.5 MB in bfloat16; the embedding and the head columns
+# are the target's), AdamW at lr 1e-3 with cosine decay and 10 % warmup (the released code's
+# 3e-5 is for 800k steps at batch 1; this budget is 600 steps of 8 rows), no weight decay.
+smollm2_ctc = CTCTrain(
+    target="smollm2",
+    data_dir="data/selfdistill_hidden",
+    out_dir="runs/smollm2_ctc",
+    steps=600,
+    batch_size=8,
+    seq_len=512,
+    lr=1e-3,
+    warmup_steps=60,
+    weight_decay=0.0,
+    eval_every=100,
+    save_every=100,
+    eval_examples=64,
+    head_vocab=4096,
+)
