@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from configs.draft_lm import TINY_TARGET_NAME
-from configs.train_loop import TrainLoop
+from configs.train_loop import SMOLLM2_HEAD_LOOP, TINY_HEAD_LOOP, TrainLoop
 from models.errors import SpecjaxError
 
 
@@ -40,20 +40,10 @@ class CTCTrain(TrainLoop):
 
 tiny_ctc = CTCTrain(
     target=TINY_TARGET_NAME,
-    data_dir="data/selfdistill_tiny_hidden",
     out_dir="runs/tiny_ctc",
-    steps=60,
-    batch_size=4,
-    seq_len=48,
-    lr=1e-2,
-    warmup_steps=6,
-    weight_decay=0.0,
-    eval_every=30,
-    save_every=30,
-    log_every=10,
-    eval_examples=4,
     frames=3,
     tree_ranks=4,
+    **TINY_HEAD_LOOP,
 )
 
 
@@ -63,16 +53,11 @@ tiny_ctc = CTCTrain(
 # 3e-5 is for 800k steps at batch 1; this budget is 600 steps of 8 rows), no weight decay.
 smollm2_ctc = CTCTrain(
     target="smollm2",
-    data_dir="data/selfdistill_hidden",
     out_dir="runs/smollm2_ctc",
     steps=600,
-    batch_size=8,
-    seq_len=512,
-    lr=1e-3,
     warmup_steps=60,
-    weight_decay=0.0,
     eval_every=100,
     save_every=100,
-    eval_examples=64,
     head_vocab=4096,
+    **SMOLLM2_HEAD_LOOP,
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from configs.draft_lm import TINY_TARGET_NAME
-from configs.train_loop import TrainLoop
+from configs.train_loop import SMOLLM2_HEAD_LOOP, TINY_HEAD_LOOP, TrainLoop
 from models.errors import SpecjaxError
 
 
@@ -39,20 +39,10 @@ class MedusaTrain(TrainLoop):
 
 tiny_medusa = MedusaTrain(
     target=TINY_TARGET_NAME,
-    data_dir="data/selfdistill_tiny_hidden",
     out_dir="runs/tiny_medusa",
-    steps=60,
-    batch_size=4,
-    seq_len=48,
-    lr=1e-2,
-    warmup_steps=6,
-    weight_decay=0.0,
-    eval_every=30,
-    save_every=30,
-    log_every=10,
-    eval_examples=4,
     num_heads=3,
     tree_ranks=4,
+    **TINY_HEAD_LOOP,
 )
 
 
@@ -61,17 +51,12 @@ tiny_medusa = MedusaTrain(
 # original's optimizer settings (AdamW, lr 1e-3, cosine with 10 % warmup, no weight decay).
 smollm2_medusa = MedusaTrain(
     target="smollm2",
-    data_dir="data/selfdistill_hidden",
     out_dir="runs/smollm2_medusa",
     steps=500,
-    batch_size=8,
-    seq_len=512,
-    lr=1e-3,
     warmup_steps=50,
-    weight_decay=0.0,
     eval_every=50,
     save_every=50,
-    eval_examples=64,
     num_heads=4,
     head_vocab=3072,
+    **SMOLLM2_HEAD_LOOP,
 )

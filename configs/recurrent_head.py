@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from configs.draft_lm import TINY_TARGET_NAME
-from configs.train_loop import TrainLoop
+from configs.train_loop import SMOLLM2_HEAD_LOOP, TINY_HEAD_LOOP, TrainLoop
 from models.errors import SpecjaxError
 
 
@@ -38,19 +38,9 @@ class RecurrentHeadTrain(TrainLoop):
 
 tiny_redrafter = RecurrentHeadTrain(
     target=TINY_TARGET_NAME,
-    data_dir="data/selfdistill_tiny_hidden",
     out_dir="runs/tiny_redrafter",
-    steps=60,
-    batch_size=4,
-    seq_len=48,
-    lr=1e-2,
-    warmup_steps=6,
-    weight_decay=0.0,
-    eval_every=30,
-    save_every=30,
-    log_every=10,
-    eval_examples=4,
     draft_length=3,
+    **TINY_HEAD_LOOP,
 )
 
 
@@ -63,17 +53,12 @@ tiny_redrafter = RecurrentHeadTrain(
 # to their answers (`answer_windows`), so a step computes about 8 x 208 positions.
 smollm2_redrafter = RecurrentHeadTrain(
     target="smollm2",
-    data_dir="data/selfdistill_hidden",
     out_dir="runs/smollm2_redrafter",
     steps=500,
-    batch_size=8,
-    seq_len=512,
-    lr=1e-3,
     warmup_steps=50,
-    weight_decay=0.0,
     eval_every=50,
     save_every=50,
-    eval_examples=64,
     draft_length=5,
     head_vocab=4096,
+    **SMOLLM2_HEAD_LOOP,
 )

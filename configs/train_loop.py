@@ -69,3 +69,32 @@ class TrainLoop:
             raise SpecjaxError(f"--eval_examples must be >= 1, got {self.eval_examples}")
         if self.dtype not in DTYPES:
             raise SpecjaxError(f"unknown --dtype {self.dtype!r} (choose from {', '.join(DTYPES)})")
+
+
+# The loop the hidden-state heads' smoke configs share: a few steps on the tiny random target's
+# self-distilled data (`make_data --target=tiny-random --hidden`).
+TINY_HEAD_LOOP = dict(
+    data_dir="data/selfdistill_tiny_hidden",
+    steps=60,
+    batch_size=4,
+    seq_len=48,
+    lr=1e-2,
+    warmup_steps=6,
+    weight_decay=0.0,
+    eval_every=30,
+    save_every=30,
+    log_every=10,
+    eval_examples=4,
+)
+
+# And the loop their recipes for the embedded default share, on its data with hidden states: the
+# original ReDrafter/Medusa optimizer settings (AdamW at lr 1e-3, no weight decay; each config
+# sets its steps and 10 % warmup), 8 rows of up to 512 tokens, 64 held-out rows.
+SMOLLM2_HEAD_LOOP = dict(
+    data_dir="data/selfdistill_hidden",
+    batch_size=8,
+    seq_len=512,
+    lr=1e-3,
+    weight_decay=0.0,
+    eval_examples=64,
+)

@@ -320,29 +320,10 @@ class ReDrafterSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class MedusaSettings:
-    """Medusa's heads at `head` (a directory written by `train_heads.train` with a Medusa config;
-    empty: the heads shipped for the target) and their static tree."""
-
-    head: str = setting(
-        "",
-        "head",
-        "redrafter/medusa/ctc: a trained head directory (train_heads.train, final/); empty: the "
-        "head shipped for the target.",
-    )
-    tree: str = setting(
-        "auto",
-        "tree",
-        "medusa/ctc: auto (built from the heads' measured accuracies and this machine's verify "
-        "cost), mc_sim_7b_63, or a tree file {'paths': [...]}.",
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class CTCSettings:
-    """The CTC drafter's module at `head` (a directory written by `train_heads.train` with a CTC
-    config; empty: the one shipped for the target) and its static tree (no deeper than the
-    frames it was trained to draft)."""
+class TreeHeadSettings:
+    """A trained head at `head` (a directory written by `train_heads.train`: Medusa's heads or
+    the CTC drafter's module; empty: the one shipped for the target) and the static tree its
+    guesses fill (no deeper than the tokens or frames it drafts)."""
 
     head: str = setting(
         "",
@@ -520,7 +501,7 @@ for _m in (
     Method(
         "medusa",
         "K heads on the target's hidden state fill a static tree (Cai et al. 2024)",
-        MedusaSettings,
+        TreeHeadSettings,
         _medusa,
         needs=Needs(head=True),
     ),
@@ -528,7 +509,7 @@ for _m in (
         "ctc",
         "a CTC-trained one-layer draft module over the target's hidden states, collapsed "
         "frames in a static tree (Wen et al. 2024)",
-        CTCSettings,
+        TreeHeadSettings,
         _ctc,
         needs=Needs(head=True),
     ),

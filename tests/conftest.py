@@ -84,3 +84,46 @@ def tiny_hidden_data(tmp_path_factory):
         progress=False,
     )  # fmt: skip
     return target, data_dir
+
+
+def assert_head_run_resumes_bit_for_bit(train, cfg, target, tmp_path) -> None:
+    """A head trainer (`train_heads.train.train_*`) stopped after its step-6 checkpoint and resumed
+    ends with the params and optimizer state of the run that never stopped (cfg: a tiny config
+    pointed at the tiny data)."""
+    import dataclasses
+
+    import numpy as np
+
+    cfg = dataclasses.replace(
+        cfg, out_dir=str(tmp_path / "a"), steps=12, save_every=6, eval_every=6
+    )
+    unstopped = train(cfg, target=target, progress=False).state
+    cfg_b = dataclasses.replace(cfg, out_dir=str(tmp_path / "b"))
+    stopped = train(cfg_b, target=target, stop_after=6, progress=False).state
+    assert int(stopped.step) == 6
+    resumed = train(cfg_b, target=target, resume=True, progress=False).state
+    assert int(resumed.step) == int(unstopped.step) == 12
+    for tree in ("params", "opt_state"):
+        a, b = jax.tree.leaves(getattr(resumed, tree)), jax.tree.leaves(getattr(unstopped, tree))
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True)), tree
+
+
+def fit_fixed_batch(loss, own, frozen, batch, steps: int, lr: float = 1e-2):
+    """(first loss, last loss, last sums) of `steps` AdamW steps of a head loss on one batch: the
+    loss-falls checks of the head trainers."""
+    import optax
+
+    opt = optax.adamw(lr, weight_decay=0.0)
+    state = opt.init(own)
+
+    @jax.jit
+    def step(own, state):
+        (value, sums), grads = jax.value_and_grad(loss, has_aux=True)(own, frozen, batch)
+        updates, state = opt.update(grads, state, own)
+        return optax.apply_updates(own, updates), state, value, sums
+
+    first = None
+    for _ in range(steps):
+        own, state, value, sums = step(own, state)
+        first = float(value) if first is None else first
+    return first, float(value), sums

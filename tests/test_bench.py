@@ -152,6 +152,44 @@ def test_a_beams_list_gives_one_redrafter_row_each(bench_run):
     assert trees == {"medusa[tree=auto]", "medusa[tree=mc_sim_7b_63]"}
 
 
+def test_several_heads_of_one_kind_give_one_row_each(tmp_path):
+    """--head with two CTC modules (one trained as EAGLE-1, without the blank) gives one ctc row
+    per module and tree; every row is exact."""
+    import jax
+
+    from models.ctc_draft import init_ctc_head
+    from models.head_file import save_head
+    from models.loading import load_model
+
+    model_dir = tmp_path / "tiny"
+    make_tiny_hf_model("llama", model_dir, seed=5)
+    _word_tokenizer(model_dir, vocab_size=97)
+    model = load_model(str(model_dir), tokenizer=False)
+    acc = [[0.4, 0.2, 0.1], [0.2, 0.1, 0.05], [0.1, 0.05, 0.0], [0.05] * 3]
+    heads = []
+    for name, weight in (("ctc", 0.01), ("eagle1", 0.0)):
+        head = init_ctc_head(model.config, model.params, jax.random.key(len(heads)), scale=0.3)
+        extra = {"ctc_weight": weight, "config": {"frames": 4}, "rank_accuracy": acc}
+        heads.append(save_head(tmp_path / name, head, model.config, model.params, extra=extra))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"category": "story", "prompt": "the cat sat on a mat"}) + "\n")
+    out = tmp_path / "out"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", SPECJAX_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "specjax.bench", f"--model={model_dir}", f"--prompts={prompts}",
+            "--methods=vanilla,ctc", f"--head={heads[0]},{heads[1]}", "--trees=mc_sim_7b_63",
+            "--peers=", "--quick", f"--out={out}",
+        ],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    raw = json.loads((out / "results.json").read_text())["raw"]
+    rows = {r["method"] for r in raw if r["method"] != "vanilla"}
+    assert rows == {f"ctc[head={h},tree=mc_sim_7b_63]" for h in heads}
+    assert all(not r["mismatch"] for r in raw)
+
+
 def test_category_counts_override_the_prompts_per_category(tmp_path):
     from specjax.prompt_sets import load_prompts
 

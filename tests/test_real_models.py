@@ -178,6 +178,10 @@ def smol_vanilla64(smollm2: Model, smol_prompt_ids: list[list[int]]) -> list[lis
         ("lookahead", None, 3),
         ("redrafter", None, 3),
         ("redrafter", None, 1),
+        ("medusa", "auto", 3),
+        ("medusa", "mc_sim_7b_63", 1),
+        ("ctc", "auto", 3),
+        ("ctc", "mc_sim_7b_63", 1),
     ],
     ids=[
         "self20",
@@ -188,6 +192,10 @@ def smol_vanilla64(smollm2: Model, smol_prompt_ids: list[list[int]]) -> list[lis
         "lookahead_B3",
         "redrafter_B3",
         "redrafter_B1",
+        "medusa_auto_B3",
+        "medusa_mc_sim_B1",
+        "ctc_auto_B3",
+        "ctc_mc_sim_B1",
     ],  # fmt: skip
 )
 def test_smollm2_speculative_greedy_equals_vanilla(
@@ -200,14 +208,17 @@ def test_smollm2_speculative_greedy_equals_vanilla(
 ) -> None:
     """Lossless on the real default model: ragged prompts, 64 tokens (32 for the phrase methods,
     whose steps cost more on CPU; a greedy prefix is still a full check), EOS honoured. draft None
-    is the trained draft shipped in models/drafts for this target; redrafter uses the head
-    shipped in models/heads, at the CPU's default beam shape."""
+    is the trained draft shipped in models/drafts for this target; redrafter and medusa use the
+    heads shipped in models/heads, and so does ctc (redrafter at the CPU's default beam shape;
+    for medusa and ctc `draft` names the tree)."""
     from configs.phrase_drafting import phrase_drafting
     from specjax.engine import generate
     from specjax.methods import make_drafter
 
     phrase = phrase_drafting("cpu") if method in ("ouroboros", "lookahead") else None
     extra = {"phrase": phrase} if phrase is not None else {"gamma": 4} if method == "sd" else {}
+    if method in ("medusa", "ctc"):
+        extra, draft = {"tree": draft}, None
     drafter, dparams = make_drafter(method, smollm2.config, smollm2.params, draft=draft, **extra)
     n = 32 if phrase is not None else 64
     spec = generate(
@@ -227,7 +238,7 @@ def test_smollm2_speculative_greedy_equals_vanilla(
         for row, answer in enumerate(spec.tokens):
             agree = agreement_mask(drafter.config, dparams, smol_prompt_ids[row], answer)
             assert spec.target_calls[row] == 1 + greedy_sd_steps(agree, 4)
-    if method == "redrafter":  # and a beam head's from its teacher-forced trees
+    if method in ("redrafter", "medusa"):  # and a tree head's from its teacher-forced trees
         from train_heads.draft_agreement import greedy_tree_steps, tree_runs
 
         for row, answer in enumerate(spec.tokens):

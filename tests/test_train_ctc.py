@@ -11,12 +11,12 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from models.cache import init_cache
 from models.config import ModelConfig
 from models.ctc_draft import attach, draft_config, frame_features, frame_logits, init_ctc_head
 from models.transformer import causal_mask, init_params
+from tests.conftest import fit_fixed_batch
 from train_heads.ctc_draft import CTC_FRAMES, CTCFrozen, ctc_windows, make_ctc_loss
 from train_heads.head_batch import HeadBatch
 
@@ -103,20 +103,8 @@ def test_the_ctc_term_scores_the_windows_the_released_code_builds():
 def test_the_loss_falls_on_a_fixed_batch():
     _, batch, own, frozen = _setup(5, frequent=True)
     loss = make_ctc_loss(draft_config(TARGET), 0.1)
-    opt = optax.adamw(1e-2, weight_decay=0.0)
-    state = opt.init(own)
-
-    @jax.jit
-    def step(own, state):
-        (value, _), grads = jax.value_and_grad(loss, has_aux=True)(own, frozen, batch)
-        updates, state = opt.update(grads, state, own)
-        return optax.apply_updates(own, updates), state, value
-
-    first = None
-    for _ in range(60):
-        own, state, value = step(own, state)
-        first = value if first is None else first
-    assert float(value) < 0.6 * float(first)
+    first, last, _ = fit_fixed_batch(loss, own, frozen, batch, steps=60)
+    assert last < 0.6 * first
 
 
 def test_a_trained_drafter_saves_loads_and_drafts_better(tiny_hidden_data, tmp_path):
@@ -158,18 +146,9 @@ def test_a_trained_drafter_saves_loads_and_drafts_better(tiny_hidden_data, tmp_p
 
 def test_a_stopped_ctc_run_resumes_bit_for_bit(tiny_hidden_data, tmp_path):
     from configs.ctc_draft import tiny_ctc
+    from tests.conftest import assert_head_run_resumes_bit_for_bit
     from train_heads.train import train_ctc_drafter
 
     target, data_dir = tiny_hidden_data
-    cfg = dataclasses.replace(
-        tiny_ctc, data_dir=str(data_dir), out_dir=str(tmp_path / "a"), steps=12,
-        save_every=6, eval_every=6,
-    )  # fmt: skip
-    unstopped = train_ctc_drafter(cfg, target=target, progress=False).state
-    cfg_b = dataclasses.replace(cfg, out_dir=str(tmp_path / "b"))
-    train_ctc_drafter(cfg_b, target=target, stop_after=6, progress=False)
-    resumed = train_ctc_drafter(cfg_b, target=target, resume=True, progress=False).state
-    assert int(resumed.step) == 12
-    for tree in ("params", "opt_state"):
-        a, b = jax.tree.leaves(getattr(resumed, tree)), jax.tree.leaves(getattr(unstopped, tree))
-        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True)), tree
+    cfg = dataclasses.replace(tiny_ctc, data_dir=str(data_dir))
+    assert_head_run_resumes_bit_for_bit(train_ctc_drafter, cfg, target, tmp_path)

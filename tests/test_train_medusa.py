@@ -4,12 +4,14 @@ brute-force counts (tiny random features)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from models.medusa_heads import MedusaHeadsParams, heads_logits
+from tests.conftest import fit_fixed_batch
 from train_heads.head_batch import HeadBatch
 from train_heads.medusa_heads import DECAY, MedusaFrozen, make_medusa_loss, rank_accuracy
 
@@ -56,21 +58,8 @@ def test_the_loss_falls_on_a_fixed_batch():
     batch = _batch(2)
     ids = jnp.arange(0, V, 2, dtype=jnp.int32)
     frozen, own = MedusaFrozen(ids, V), _heads(3, cols=ids.shape[0])
-    loss = make_medusa_loss(K)
-    opt = optax.adamw(1e-2, weight_decay=0.0)
-    state = opt.init(own)
-
-    @jax.jit
-    def step(own, state):
-        (value, _), grads = jax.value_and_grad(loss, has_aux=True)(own, frozen, batch)
-        updates, state = opt.update(grads, state, own)
-        return optax.apply_updates(own, updates), state, value
-
-    first = None
-    for _ in range(80):
-        own, state, value = step(own, state)
-        first = value if first is None else first
-    assert float(value) < 0.6 * float(first)
+    first, last, _ = fit_fixed_batch(make_medusa_loss(K), own, frozen, batch, steps=80)
+    assert last < 0.6 * first
 
 
 def test_rank_accuracy_counts_each_heads_ranked_hits():
@@ -129,21 +118,10 @@ def test_trained_heads_are_saved_with_their_accuracies_and_draft_better(tiny_hid
 
 
 def test_a_stopped_medusa_run_resumes_bit_for_bit(tiny_hidden_data, tmp_path):
-    import dataclasses
-
     from configs.medusa_heads import tiny_medusa
+    from tests.conftest import assert_head_run_resumes_bit_for_bit
     from train_heads.train import train_medusa_heads
 
     target, data_dir = tiny_hidden_data
-    cfg = dataclasses.replace(
-        tiny_medusa, data_dir=str(data_dir), out_dir=str(tmp_path / "a"), steps=12,
-        save_every=6, eval_every=6,
-    )  # fmt: skip
-    unstopped = train_medusa_heads(cfg, target=target, progress=False).state
-    cfg_b = dataclasses.replace(cfg, out_dir=str(tmp_path / "b"))
-    train_medusa_heads(cfg_b, target=target, stop_after=6, progress=False)
-    resumed = train_medusa_heads(cfg_b, target=target, resume=True, progress=False).state
-    assert int(resumed.step) == 12
-    for tree in ("params", "opt_state"):
-        a, b = jax.tree.leaves(getattr(resumed, tree)), jax.tree.leaves(getattr(unstopped, tree))
-        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True)), tree
+    cfg = dataclasses.replace(tiny_medusa, data_dir=str(data_dir))
+    assert_head_run_resumes_bit_for_bit(train_medusa_heads, cfg, target, tmp_path)

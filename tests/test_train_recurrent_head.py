@@ -4,12 +4,14 @@ than an untrained one, and a stopped run resumes bit for bit."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from models.recurrent_head import head_logits, init_head, rnn_step
+from tests.conftest import fit_fixed_batch
 from train_heads.head_batch import HeadBatch
 from train_heads.recurrent_head import HeadFrozen, make_head_loss
 
@@ -73,21 +75,8 @@ def test_the_loss_falls_on_a_fixed_batch():
     frozen = HeadFrozen(embed=embed, head_token_ids=jnp.arange(0, V, 2, dtype=jnp.int32))
     own = init_head(jax.random.key(3), D, V, head_token_ids=frozen.head_token_ids)
     own = own.replace(head_token_ids=None)
-    loss = make_head_loss(L)
-    opt = optax.adamw(1e-2, weight_decay=0.0)
-    state = opt.init(own)
-
-    @jax.jit
-    def step(own, state):
-        (value, sums), grads = jax.value_and_grad(loss, has_aux=True)(own, frozen, batch)
-        updates, state = opt.update(grads, state, own)
-        return optax.apply_updates(own, updates), state, value, sums
-
-    first = None
-    for _ in range(150):
-        own, state, value, sums = step(own, state)
-        first = float(value) if first is None else first
-    assert float(value) < 0.5 * first
+    first, last, sums = fit_fixed_batch(make_head_loss(L), own, frozen, batch, steps=150)
+    assert last < 0.5 * first
     assert float(sums["top1_0"]) > 0.5 * float(sums["count_0"])
 
 
@@ -164,24 +153,10 @@ def test_a_trained_head_is_saved_loads_and_drafts_better_than_an_untrained_one(
 
 
 def test_a_stopped_head_run_resumes_bit_for_bit(tiny_hidden_data, tmp_path):
-    """Stopped after its step-6 checkpoint and resumed, the run ends with the params and optimizer
-    state of the run that never stopped."""
-    import dataclasses
-
     from configs.recurrent_head import tiny_redrafter
+    from tests.conftest import assert_head_run_resumes_bit_for_bit
     from train_heads.train import train_recurrent_head
 
     target, data_dir = tiny_hidden_data
-    cfg = dataclasses.replace(
-        tiny_redrafter, data_dir=str(data_dir), out_dir=str(tmp_path / "a"), steps=12,
-        save_every=6, eval_every=6,
-    )  # fmt: skip
-    unstopped = train_recurrent_head(cfg, target=target, progress=False).state
-    cfg_b = dataclasses.replace(cfg, out_dir=str(tmp_path / "b"))
-    stopped = train_recurrent_head(cfg_b, target=target, stop_after=6, progress=False).state
-    assert int(stopped.step) == 6
-    resumed = train_recurrent_head(cfg_b, target=target, resume=True, progress=False).state
-    assert int(resumed.step) == int(unstopped.step) == 12
-    for tree in ("params", "opt_state"):
-        a, b = jax.tree.leaves(getattr(resumed, tree)), jax.tree.leaves(getattr(unstopped, tree))
-        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True)), tree
+    cfg = dataclasses.replace(tiny_redrafter, data_dir=str(data_dir))
+    assert_head_run_resumes_bit_for_bit(train_recurrent_head, cfg, target, tmp_path)

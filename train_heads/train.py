@@ -453,17 +453,8 @@ def train_recurrent_head(
     own = init_head(jax.random.key(cfg.seed), c.D, c.V, cfg.num_res, ids)
     own = own.replace(head_token_ids=None)
     frozen = HeadFrozen(embed=target.params.embed, head_token_ids=ids)
-    state = fit(
-        make_head_loss(cfg.draft_length),
-        own,
-        frozen,
-        train,
-        held_out,
-        cfg,
-        resume=resume,
-        stop_after=stop_after,
-        progress=progress,
-    )
+    run = dict(resume=resume, stop_after=stop_after, progress=progress)
+    state = fit(make_head_loss(cfg.draft_length), own, frozen, train, held_out, cfg, **run)
     final_dir = None
     if int(state.step) == cfg.steps:
         head = jax.device_get(state.params).replace(head_token_ids=ids)
@@ -492,16 +483,9 @@ def train_medusa_heads(
     c = target.config
     own = init_heads(target.params, cfg.num_heads, ids).replace(head_token_ids=None)
     frozen = MedusaFrozen(head_token_ids=ids, vocab_size=c.V)
+    run = dict(resume=resume, stop_after=stop_after, progress=progress)
     state = fit(
-        make_medusa_loss(cfg.num_heads, cfg.decay),
-        own,
-        frozen,
-        train,
-        held_out,
-        cfg,
-        resume=resume,
-        stop_after=stop_after,
-        progress=progress,
+        make_medusa_loss(cfg.num_heads, cfg.decay), own, frozen, train, held_out, cfg, **run
     )
     final_dir = None
     if int(state.step) == cfg.steps:
@@ -543,6 +527,7 @@ def train_ctc_drafter(
         head_token_ids=ids,
         vocab_size=c.V,
     )
+    run = dict(resume=resume, stop_after=stop_after, progress=progress)
     state = fit(
         make_ctc_loss(layer_config, cfg.ctc_weight),
         head.replace(head_token_ids=None),
@@ -550,9 +535,7 @@ def train_ctc_drafter(
         train,
         held_out,
         cfg,
-        resume=resume,
-        stop_after=stop_after,
-        progress=progress,
+        **run,
     )
     final_dir = None
     if int(state.step) == cfg.steps:
