@@ -111,8 +111,8 @@ def stories_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 ERROR_CASES = {
     "unknown_method": (lambda p: ["--method=beam_search"], "unknown method 'beam_search'"),
     "method_not_built_yet": (
-        lambda p: ["--method=ctc"],
-        "method ctc is not available yet",
+        lambda p: ["--method=sprinter"],
+        "method sprinter is not available yet",
     ),
     "negative_temperature": (lambda p: ["--temperature=-0.5"], "temperature must be >= 0"),
     "beam_width_zero": (lambda p: ["--method=redrafter", "--beam_width=0"], "must be >= 1"),

@@ -142,7 +142,7 @@ def test_unknown_setting_and_method_are_one_line_errors():
     with pytest.raises(SpecjaxError, match="unknown method 'beam'"):
         methods.make_drafter("beam", config, params)
     with pytest.raises(SpecjaxError, match="not available yet"):
-        methods.make_drafter("ctc", config, params)
+        methods.make_drafter("sprinter", config, params)
 
 
 def test_phrase_methods_hold_one_settings_object():
