@@ -99,11 +99,11 @@ def test_medusa_with_given_heads_decodes_what_vanilla_does(heads, tree) -> None:
     assert got["tokens"] == want["tokens"] and got["method"] == "medusa"
 
 
-@pytest.mark.parametrize("tree", ["auto", "mc_sim_7b_63"])
-def test_ctc_with_a_given_drafter_decodes_what_vanilla_does(heads, tree) -> None:
+def test_ctc_with_a_given_drafter_decodes_what_vanilla_does(heads) -> None:
+    """(--tree=auto is the real-model test's; here the 64-node reference tree.)"""
     base = _decode(heads, "--json", "--max_new_tokens=24")
     vanilla = run_cli(*base)
-    ctc = run_cli(*base, "--method=ctc", f"--head={heads['ctc']}", f"--tree={tree}")
+    ctc = run_cli(*base, "--method=ctc", f"--head={heads['ctc']}", "--tree=mc_sim_7b_63")
     assert vanilla.returncode == 0 and ctc.returncode == 0, ctc.stderr
     want, got = (json.loads(p.stdout.splitlines()[-1]) for p in (vanilla, ctc))
     assert got["tokens"] == want["tokens"] and got["method"] == "ctc"
@@ -190,7 +190,6 @@ CTC_BAD_CASES = {
         lambda h: [f"--head={h['medusa']}"],
         "holds a medusa head, not a ctc head",
     ),
-    "no_shipped_drafter_for_this_target": (lambda h: [], "needs --head=DIR for this target"),
 }
 CASES = {"redrafter": BAD_CASES, "medusa": MEDUSA_BAD_CASES, "ctc": CTC_BAD_CASES}
 

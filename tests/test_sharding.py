@@ -75,18 +75,18 @@ SCRIPT = textwrap.dedent(
         plain = generate(config, params, prompts, **kw)
         meshed = generate(config, sharded, prompts, mesh=mesh, **kw)
         assert plain.tokens == meshed.tokens, ("medusa", plain.tokens, meshed.tokens)
-        # CTC drafter: a replicated module with its own per-row KV cache, collapsed trees.
-        from models.ctc_draft import attach, draft_config, init_ctc_head
-        from specjax.drafters.ctc import CTCDrafter
-        from specjax.static_tree import tree_from_paths
-        ctc = init_ctc_head(config, params, jax.random.key(7), scale=0.3)
-        ctc = ctc.replace(blank_b=jax.numpy.full((1,), 3.0))
-        kw = dict(max_new_tokens=12, sampling=sampling, seed=3,
-                  drafter=CTCDrafter(draft_config(config), tree_from_paths(
-                      [(0,), (1,), (2,), (0, 0), (0, 1), (1, 0), (0, 0, 0)])))
-        plain = generate(config, params, prompts, draft_params=attach(ctc, params), **kw)
-        meshed = generate(config, sharded, prompts, mesh=mesh, draft_params=attach(ctc, sharded), **kw)
-        assert plain.tokens == meshed.tokens, ("ctc", plain.tokens, meshed.tokens)
+    # CTC drafter (greedy): a replicated module with its own per-row KV cache, collapsed trees.
+    from models.ctc_draft import attach, draft_config, init_ctc_head
+    from specjax.drafters.ctc import CTCDrafter
+    from specjax.static_tree import tree_from_paths
+    ctc = init_ctc_head(config, params, jax.random.key(7), scale=0.3)
+    ctc = ctc.replace(blank_b=jax.numpy.full((1,), 3.0))
+    kw = dict(max_new_tokens=12, seed=3,
+              drafter=CTCDrafter(draft_config(config), tree_from_paths(
+                  [(0,), (1,), (2,), (0, 0), (0, 1), (1, 0), (0, 0, 0)])))
+    plain = generate(config, params, prompts, draft_params=attach(ctc, params), **kw)
+    meshed = generate(config, sharded, prompts, mesh=mesh, draft_params=attach(ctc, sharded), **kw)
+    assert plain.tokens == meshed.tokens, ("ctc", plain.tokens, meshed.tokens)
 
     # The loop's output state keeps the layout it went in with (explicit out shardings), and the
     # streaming driver (state donated chunk to chunk) gives the same tokens under the mesh.
