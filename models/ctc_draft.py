@@ -26,7 +26,7 @@ from models.cache import KVCache
 from models.config import ModelConfig
 from models.errors import SpecjaxError
 from models.medusa_heads import target_head_columns
-from models.transformer import LayerParams, ModelParams, hidden_states
+from models.transformer import LayerParams, ModelParams, causal_mask, hidden_states
 
 # The layer's weights as saved: LayerParams fields with a leading axis of 1.
 LAYER_FIELDS = ("attn_norm", "wqkv", "wo", "mlp_norm", "w_in", "w_out")
@@ -184,3 +184,27 @@ def column_tokens(params: CTCDraftParams, columns: jax.Array) -> jax.Array:
     ids = params.head.head_token_ids
     safe = jnp.minimum(columns, params.blank - 1)
     return safe if ids is None else ids[safe]
+
+
+def draft_chain(
+    config: ModelConfig,
+    params: CTCDraftParams,
+    hidden_BD: jax.Array,
+    root_B: jax.Array,
+    cache: KVCache,
+    depth: int,
+) -> jax.Array:
+    """float32 [depth, B, V' + 1]: the logits of `depth` frames drafted after the cached context
+    from (the hidden state before the root, the root), each next frame reading the last one's
+    feature and its best non-blank token (top-1 chaining). The cache is extended only locally."""
+    B = root_B.shape[0]
+    hidden, token, out = hidden_BD[:, None], root_B[:, None], []
+    for _ in range(depth):
+        f, k, v = frame_features(
+            config, params, hidden, token, cache.length[:, None], cache, causal_mask(B, 1)
+        )
+        cache = cache.append(k, v)
+        out.append(frame_logits(params, f)[:, 0])
+        hidden = f
+        token = column_tokens(params, jnp.argmax(out[-1][:, : params.blank], axis=-1))[:, None]
+    return jnp.stack(out)

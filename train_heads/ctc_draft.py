@@ -36,6 +36,7 @@ from models.ctc_draft import (
     CTCDraftHead,
     CTCDraftParams,
     column_tokens,
+    draft_chain,
     frame_features,
     frame_logits,
 )
@@ -135,32 +136,22 @@ def make_ctc_loss(config: ModelConfig, ctc_weight: float):
 
 
 def _chain_logits(config: ModelConfig, params: CTCDraftParams, tokens_S, hidden_SD, depth: int):
-    """float32 [depth, S, V' + 1]: for every start t, the frames drafted from root x_{t+1} (the
-    context up to t teacher-forced, then top-1 chaining), one row per t."""
+    """float32 [depth, S, V' + 1]: for every start t, the frames drafted from root x_{t+1} as at
+    inference (`draft_chain` over the teacher-forced context before t), one row per t."""
     S = tokens_S.shape[0]
     cache = init_cache(1, 1, config.K, S + depth, config.H, params.head.fc_w.dtype)
     positions = jnp.arange(S, dtype=jnp.int32)[None]
-    f, k, v = frame_features(
+    _, k, v = frame_features(
         config, params, hidden_SD[None], shift(tokens_S[None], 1, 0), positions, cache,
         causal_mask(1, S),
     )  # fmt: skip
     cache = cache.append(k, v)
-    rows = KVCache(
+    rows = KVCache(  # row t holds the context pairs j < t
         k=jnp.broadcast_to(cache.k, (1, S, *cache.k.shape[2:])),
         v=jnp.broadcast_to(cache.v, (1, S, *cache.v.shape[2:])),
-        length=jnp.arange(S, dtype=jnp.int32) + 1,
+        length=jnp.arange(S, dtype=jnp.int32),
     )
-    feature = f[0][:, None]  # [S, 1, D]: row t's first frame
-    out = [frame_logits(params, feature)[:, 0]]
-    for _ in range(depth - 1):
-        token = column_tokens(params, jnp.argmax(out[-1][:, : params.blank], axis=-1))
-        feature, k, v = frame_features(
-            config, params, feature, token[:, None], rows.length[:, None], rows,
-            causal_mask(S, 1),
-        )  # fmt: skip
-        rows = rows.append(k, v)
-        out.append(frame_logits(params, feature)[:, 0])
-    return jnp.stack(out)
+    return draft_chain(config, params, hidden_SD, shift(tokens_S[None], 1, 0)[0], rows, depth)
 
 
 def chain_rank_accuracy(

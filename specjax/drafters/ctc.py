@@ -28,7 +28,7 @@ from flax import struct
 
 from models.cache import KVCache, init_cache
 from models.config import ModelConfig
-from models.ctc_draft import CTCDraftParams, column_tokens, frame_features, frame_logits
+from models.ctc_draft import CTCDraftParams, column_tokens, draft_chain, frame_features
 from models.transformer import causal_mask
 from specjax.candidates import Candidates, DraftContext, Prefill, Verified, dedup_prefixes
 from specjax.ctc_collapse import collapse_tree
@@ -80,26 +80,15 @@ class CTCDrafter:
 
     def _frames(self, params: CTCDraftParams, state: CTCState, ctx: DraftContext) -> jax.Array:
         """int32 [B, depth, ranks] every frame's top guesses (token ids, BLANK_FRAME for the
-        blank), drafted as a top-1 chain."""
-        c = self.config
-        B = ctx.root.shape[0]
-        ranks = self.tree.max_rank + 1
-        cache, hidden, token = state.cache, ctx.hidden[:, None], ctx.root[:, None]
-        table = []
-        for _ in range(self.tree.max_depth):
-            positions = cache.length[:, None]
-            f, k, v = frame_features(c, params, hidden, token, positions, cache, causal_mask(B, 1))
-            cache = cache.append(k, v)
-            logits = frame_logits(params, f)[:, 0]  # [B, V' + 1]
-            tokens_only = logits[:, : params.blank]
-            if not self.collapse:
-                logits = tokens_only
-            _, columns = jax.lax.top_k(logits, ranks)
-            frames = jnp.where(columns == params.blank, BLANK_FRAME, column_tokens(params, columns))
-            table.append(frames)
-            hidden = f
-            token = column_tokens(params, jnp.argmax(tokens_only, axis=-1))[:, None]
-        return jnp.stack(table, axis=1).astype(jnp.int32)
+        blank), drafted as a top-1 chain (`models.ctc_draft.draft_chain`)."""
+        logits = draft_chain(
+            self.config, params, ctx.hidden, ctx.root, state.cache, self.tree.max_depth
+        )  # [depth, B, V' + 1]
+        if not self.collapse:
+            logits = logits[..., : params.blank]
+        _, columns = jax.lax.top_k(logits, self.tree.max_rank + 1)
+        frames = jnp.where(columns == params.blank, BLANK_FRAME, column_tokens(params, columns))
+        return jnp.moveaxis(frames, 0, 1).astype(jnp.int32)
 
     def propose(self, params: CTCDraftParams, state: CTCState, ctx: DraftContext, keys_B, sampling):
         table = self._frames(params, state, ctx)
@@ -107,11 +96,10 @@ class CTCDrafter:
         root = ctx.root[:, None].astype(jnp.int32)
         frames = jnp.concatenate([root, table[:, depth, rank]], axis=1)  # [B, T]
         parent = jnp.broadcast_to(jnp.asarray(np.asarray(self.tree.parent)), frames.shape)
-        if self.collapse:
-            parent = collapse_tree(frames, parent, BLANK_FRAME, self.tree.max_depth)
         tokens = jnp.where(frames == BLANK_FRAME, 0, frames)
         if self.collapse:  # collapse can make twins of siblings: keep the first of each
-            parent = dedup_prefixes(tokens, parent)
+            collapsed = collapse_tree(frames, parent, BLANK_FRAME, self.tree.max_depth)
+            parent = dedup_prefixes(tokens, collapsed)
         return Candidates(tokens=tokens, parent=parent), state.replace(root_hidden=ctx.hidden)
 
     def update(self, params: CTCDraftParams, state: CTCState, verified: Verified) -> CTCState:
