@@ -6,6 +6,7 @@ from configs.ctc_draft import smollm2_ctc, tiny_ctc
 from configs.draft_lm import smollm2_draft, tiny_test
 from configs.medusa_heads import smollm2_medusa, tiny_medusa
 from configs.recurrent_head import smollm2_redrafter, tiny_redrafter
+from configs.sprinter import smollm2_sprinter, tiny_sprinter
 from configs.train_loop import TrainLoop
 from models.errors import SpecjaxError
 
@@ -18,6 +19,8 @@ CONFIGS = {
     "smollm2_medusa": smollm2_medusa,
     "tiny_ctc": tiny_ctc,
     "smollm2_ctc": smollm2_ctc,
+    "tiny_sprinter": tiny_sprinter,
+    "smollm2_sprinter": smollm2_sprinter,
 }
 
 

@@ -75,3 +75,16 @@ def dir_trained_for(
         if recorded == actual:
             return d
     return None
+
+
+def draft_fingerprint(config: ModelConfig, params: ModelParams) -> dict:
+    """Names a draft model by its own weights: a trained draft shares its target's embedding (so
+    `target_fingerprint` cannot tell two drafts apart), so this hashes its layers, final norm and
+    head columns instead. What SPRINTER's verifier records: it reads this draft's hidden states."""
+    h = hashlib.sha256()
+    leaves = [params.layers, params.final_norm, params.lm_head, params.head_token_ids]
+    for leaf in jax.tree.leaves(leaves):
+        flat = np.asarray(jax.device_get(leaf)).reshape(-1)
+        sample = flat[:: max(1, flat.size // 4096)].astype(np.float32)
+        h.update(sample.astype(ml_dtypes.bfloat16).view(np.uint16).tobytes())
+    return {"L": config.L, "D": config.D, "V": config.V, "weights_sha256": h.hexdigest()[:16]}

@@ -1,7 +1,9 @@
 """A trained draft head on disk: `head_config.json` (format, kind, shapes, the target it was
 trained for) and `head.safetensors` (bfloat16 weights, int32 head token ids), never a pickle.
-Kinds: "recurrent" (ReDrafter's head), "medusa" (Medusa's K heads) and "ctc" (the CTC drafter's
-module, whose embedding and LM head are the target's and so are not saved).
+Kinds: "recurrent" (ReDrafter's head), "medusa" (Medusa's K heads), "ctc" (the CTC drafter's
+module, whose embedding and LM head are the target's and so are not saved) and "sprinter"
+(SPRINTER's acceptance verifier, which reads a draft model's state: its config's `extra` also
+records that draft's fingerprint, `models.fingerprint.draft_fingerprint`).
 
 A head reads the target's hidden states and embedding, so it is only meaningful for the target it
 was trained on. The config records that target's fingerprint (`models.fingerprint`) and its width
@@ -20,6 +22,7 @@ import ml_dtypes
 import numpy as np
 
 from models import ctc_draft
+from models.acceptance_verifier import VerifierParams
 from models.config import ModelConfig
 from models.ctc_draft import CTCDraftHead
 from models.errors import SpecjaxError
@@ -60,16 +63,27 @@ def _ctc_shapes(config: ModelConfig, tensors) -> tuple[dict, int]:
     return ctc_draft.shapes(config), config.V if ids is None else len(ids)
 
 
+def _verifier_shapes(config: ModelConfig, tensors) -> tuple[dict, int]:
+    """N classifiers over F features (both read from the file; F is checked against the draft
+    when the verifier is paired with one)."""
+    w = tensors["w"].shape
+    if len(w) != 2:
+        raise SpecjaxError(f"verifier tensor w has shape {tuple(w)}, expected [N, F]")
+    return {"w": tuple(w), "b": (w[0],)}, config.V
+
+
 # kind -> (params class, (target config, tensors) -> (expected shapes, head columns))
 KINDS = {
     "recurrent": (RecurrentHeadParams, _recurrent_shapes),
     "medusa": (MedusaHeadsParams, _medusa_shapes),
     "ctc": (CTCDraftHead, _ctc_shapes),
+    "sprinter": (VerifierParams, _verifier_shapes),
 }
 _WEIGHT_NAMES = {
     "recurrent": ("rnn_w", "rnn_u", "rnn_b", "res_w", "res_b", "lm_head"),
     "medusa": ("res_w", "res_b", "lm_head"),
     "ctc": ctc_draft.WEIGHT_NAMES,
+    "sprinter": ("w", "b"),
 }
 
 
@@ -114,6 +128,16 @@ def save_head(
         **({"extra": extra} if extra else {}),
     }
     return write_weights_dir(path, WEIGHTS_FILE, tensors, FORMAT, CONFIG_FILE, meta)
+
+
+def head_extra(path: str | Path) -> dict:
+    """The `extra` a saved head's config records (training settings, metrics), {} if none; a
+    missing or unreadable config is one SpecjaxError line."""
+    cfg_file = Path(path) / CONFIG_FILE
+    try:
+        return json.loads(cfg_file.read_text()).get("extra", {})
+    except (OSError, ValueError, AttributeError) as e:
+        raise SpecjaxError(f"corrupt head config {cfg_file}: {type(e).__name__}: {e}") from None
 
 
 def is_head_dir(path: str | Path) -> bool:

@@ -80,7 +80,58 @@ class TypicalAcceptance:
         return path, n_path, bonus
 
 
-POLICIES = {"exact": ExactAcceptance, "typical": TypicalAcceptance}
+@dataclasses.dataclass(frozen=True)
+class LastTokenAcceptance:
+    """SPRINTER's rule (Zhong et al. 2025, `speculative_sampling_sprinter`): the drafts of a chain
+    before its last one were vouched for by the learned verifier and are kept unchecked; only
+    the last (the flagged one, or the K-th) is tested by the speculative-sampling rule: kept with
+    probability min(1, p(x)/q(x)) under the target's p at its parent, else replaced by a draw from
+    norm(max(p - q, 0)); when kept, the bonus token is drawn from p after it. Greedy: the last
+    draft is kept iff it is the target's argmax, and the replacement is that argmax.
+    Approximate: the output's distance from the target's is at most the verifier's false-positive
+    rate times TV(p, q) per unchecked token (the paper's bound); lossless is False.
+    """
+
+    lossless: bool = dataclasses.field(default=False, init=False)
+
+    def accept(self, keys_B, logits_BTV, cands, sampling):
+        B, T, V = logits_BTV.shape
+        rows = jnp.arange(B)
+        n = cands.num_drafted  # [B]; the chain is root, 1, ..., n
+        x = cands.tokens[rows, n]
+        at_parent = logits_BTV[rows, jnp.maximum(n - 1, 0)]
+        at_last = logits_BTV[rows, n]
+        if sampling.greedy:
+            keep = jnp.argmax(at_parent, axis=-1) == x
+            replacement = jnp.argmax(at_parent, axis=-1)
+            after = jnp.argmax(at_last, axis=-1)
+        else:
+            p = probabilities(at_parent, sampling)
+            q = (
+                jax.nn.one_hot(x, V, dtype=p.dtype)
+                if cands.q_probs is None
+                else cands.q_probs[rows, n]
+            )
+            ratio = p[rows, x] / jnp.maximum(q[rows, x], 1e-30)
+            u = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 0)))(keys_B)
+            keep = u < ratio
+            residual = jnp.maximum(p - q, 0.0)
+            residual = jnp.where(residual.sum(-1, keepdims=True) > 0, residual, p)
+            draw = lambda i, logits: jax.vmap(  # noqa: E731
+                lambda k, lg: jax.random.categorical(jax.random.fold_in(k, i), lg)
+            )(keys_B, logits)
+            replacement = draw(1, jnp.log(residual))
+            after = draw(2, warp_logits(at_last, sampling))
+        keep = keep & (n > 0)
+        n_path = jnp.where(keep, n + 1, jnp.maximum(n, 1))
+        # With no draft at all, the root alone: the bonus is the target's token after it.
+        bonus = jnp.where(keep | (n == 0), after, replacement).astype(jnp.int32)
+        index = jnp.arange(T, dtype=jnp.int32)
+        path = jnp.where(index[None, :] < n_path[:, None], index[None, :], 0)
+        return path, n_path, bonus
+
+
+POLICIES = {"exact": ExactAcceptance, "typical": TypicalAcceptance, "sprinter": LastTokenAcceptance}
 
 
 def make_policy(name: str) -> AcceptancePolicy:

@@ -46,10 +46,12 @@ flags.DEFINE_list(
 flags.DEFINE_list("methods", ["vanilla", "sd", "ngram"], "Our methods (vanilla always runs).")
 flags.DEFINE_list(
     "accept",
-    ["exact"],
-    "Acceptance policies for the speculative rows (one row per method and policy): exact "
-    "(lossless: mismatches vs vanilla must be 0) and/or typical (approximate: reported by its "
-    "agreement with vanilla's tokens).",
+    ["auto"],
+    "Acceptance policies for the speculative rows (one row per method and policy): auto (each "
+    "method's own: exact, but sprinter's rule for sprinter), exact (lossless: mismatches vs "
+    "vanilla must be 0), typical and sprinter (approximate: reported by their agreement with "
+    "vanilla's tokens; sprinter applies to --methods=sprinter only). A row whose policy is not "
+    "its method's own is named method+policy.",
 )
 flags.DEFINE_list(
     "peers",
@@ -135,11 +137,16 @@ def _row_names() -> list[tuple[str, str, str | None, str]]:
             ]
         else:
             rows.append((m, m, None))
-    named = [
-        (name if a == "exact" else f"{name}+{a}", kind, draft, a)
-        for a in FLAGS.accept
-        for name, kind, draft in rows
-    ]
+    named = []
+    for a in FLAGS.accept:
+        for name, kind, draft in rows:
+            own = methods.method(kind).default_accept
+            policy = own if a == "auto" else a
+            if policy == "sprinter" and kind != "sprinter":
+                continue  # SPRINTER's rule trusts only its own verifier's drafts
+            row = (name if policy == own else f"{name}+{policy}", kind, draft, policy)
+            if row not in named:
+                named.append(row)
     return [("vanilla", "vanilla", None, "exact"), *named]
 
 
@@ -337,7 +344,8 @@ def run_bench() -> dict:
         _gammas(m)  # and so does a bad --gamma
     _beam_shapes()  # and bad --beams
     for a in FLAGS.accept:
-        make_policy(a)  # an unknown policy fails here, before any model work
+        if a != "auto":
+            make_policy(a)  # an unknown policy fails here, before any model work
     counts = {}
     for entry in FLAGS.category_counts:
         cat, _, n = entry.partition("=")

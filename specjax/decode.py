@@ -14,10 +14,16 @@ import sys
 from absl import app, flags
 
 from models.errors import SpecjaxError
-from specjax.acceptance import POLICIES, make_policy
+from specjax.acceptance import POLICIES
 from specjax.chat import encode_prompt
 from specjax.cli import parse_flags, run_or_fail
-from specjax.methods import REGISTRY, define_flags, method_with_needs, settings_from_flags
+from specjax.methods import (
+    REGISTRY,
+    acceptance_for,
+    define_flags,
+    method_with_needs,
+    settings_from_flags,
+)
 
 DEFAULT_PROMPT = "Explain in three sentences why the sky is blue."
 
@@ -53,10 +59,12 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_enum(
     "accept",
-    "exact",
-    list(POLICIES),
-    "Acceptance policy for speculative methods: exact (lossless) or typical (Medusa's typical "
-    "acceptance; approximate, reported as lossless=false).",
+    "auto",
+    ["auto", *POLICIES],
+    "Acceptance policy for speculative methods: exact (lossless), typical (Medusa's typical "
+    "acceptance) or sprinter (SPRINTER's: only the last draft checked); the last two are "
+    "approximate, reported as lossless=false. auto: the method's own (exact, but sprinter for "
+    "sprinter).",
 )
 flags.DEFINE_bool(
     "stream",
@@ -85,11 +93,7 @@ def run(argv_flags=FLAGS, on_text=None) -> dict:
         raise SpecjaxError(f"--max_new_tokens must be >= 1, got {argv_flags.max_new_tokens}")
     if argv_flags.max_cache_len is not None and argv_flags.max_cache_len < 2:
         raise SpecjaxError(f"--max_cache_len must be >= 2, got {argv_flags.max_cache_len}")
-    acceptance = make_policy(argv_flags.accept)
-    if not spec.speculative and argv_flags.accept != "exact":
-        raise SpecjaxError(
-            f"--accept={argv_flags.accept} needs a speculative method ({method} drafts nothing)"
-        )
+    accept, acceptance = acceptance_for(method, argv_flags.accept)
     keep_pool = bool(argv_flags.pool)
     sampling = SamplingConfig(argv_flags.temperature, argv_flags.top_k, argv_flags.top_p)
     _status(f"loading {argv_flags.model} ...")
@@ -151,7 +155,7 @@ def run(argv_flags=FLAGS, on_text=None) -> dict:
         "compile_seconds": result.compile_seconds,
         "tokens_per_s": result.tokens_per_s,
         "method": method,
-        "accept": argv_flags.accept if spec.speculative else None,
+        "accept": accept if spec.speculative else None,
         "lossless": spec.lossless and acceptance.lossless,
         "model": model.source,
         "prompt_tokens": len(prompt_ids),

@@ -35,7 +35,7 @@ from models.transformer import (
     lm_logits,
 )
 from specjax.acceptance import AcceptancePolicy, ExactAcceptance
-from specjax.candidates import Candidates, DraftContext, Prefill, Verified, tree_mask
+from specjax.candidates import NO_PARENT, Candidates, DraftContext, Prefill, Verified, tree_mask
 from specjax.drafter import Drafter
 from specjax.sampling import SamplingConfig, sample_token
 from specjax.sharding import batch_sharding, constrain_cache, placement, state_shardings
@@ -188,42 +188,44 @@ def vanilla_step(
 
 
 def _target_block(
-    config, params, cands: Candidates, cache: KVCache, any_needed, any_draft, feature_layers
+    config, params, cands: Candidates, cache: KVCache, needed, may_skip, sizes, feature_layers
 ):
     """One target forward over the block: (logits, hidden, features or None, cache).
 
-    When no row drafted anything, a 1-token forward instead (same outputs at slot 0, so n-gram
-    lookup without a match costs what vanilla costs); when no row needs the target at all
-    (`any_needed` False; None for drafters that never skip, which keeps their program as it was),
-    no forward (zeros, and nothing is accepted)."""
+    The forward covers only the first t slots, for the smallest t of `sizes` (ascending, the
+    last = T) that holds every non-empty slot of the rows that need the target: when no row
+    drafted anything that is a 1-token forward (n-gram lookup without a match costs what vanilla
+    costs), and a drafter with variable-length chains (SPRINTER) declares more sizes. The outputs
+    past t are zeros and the cache length moves by T as for a full block, so `commit` finds the
+    block start. When no row needs the target at all (`needed` [B] all False) there is no
+    forward (zeros, and nothing is accepted); `may_skip` False (static: drafters that never
+    skip) keeps the program without that branch."""
     B, T = cands.tokens.shape
     depth, mask = tree_mask(cands.parent)
     F = len(feature_layers)
 
-    def full(cache):
-        return forward_with_features(
-            config, params, cands.tokens, cache.length[:, None] + depth, cache, mask, feature_layers
-        )
+    def forward_over(t):
+        def run(cache):
+            logits, hidden, features, new_cache = forward_with_features(
+                config,
+                params,
+                cands.tokens[:, :t],
+                cache.length[:, None] + depth[:, :t],
+                cache,
+                mask[:, :t, :t],
+                feature_layers,
+            )
+            if t == T:
+                return logits, hidden, features, new_cache
+            pad = ((0, 0), (0, T - t), (0, 0))
+            return (
+                jnp.pad(logits, pad),
+                jnp.pad(hidden, pad),
+                None if features is None else jnp.pad(features, pad + ((0, 0),)),
+                new_cache.replace(length=new_cache.length + T - t),
+            )
 
-    def root_only(cache):
-        logits, hidden, features, new_cache = forward_with_features(
-            config,
-            params,
-            cands.tokens[:, :1],
-            cache.length[:, None],
-            cache,
-            causal_mask(B, 1),
-            feature_layers,
-        )
-        pad = ((0, 0), (0, T - 1), (0, 0))
-        # Slots 1.. hold no drafts, so only slot 0's outputs are read; the length stays in step
-        # with a full block so that `commit` finds the block start.
-        return (
-            jnp.pad(logits, pad),
-            jnp.pad(hidden, pad),
-            None if features is None else jnp.pad(features, pad + ((0, 0),)),
-            new_cache.replace(length=new_cache.length + T - 1),
-        )
+        return run
 
     def skip(cache):
         logits = jnp.zeros((B, T, config.V), jnp.float32)
@@ -231,10 +233,22 @@ def _target_block(
         features = jnp.zeros((B, T, F, config.D), params.dtype) if F else None
         return logits, hidden, features, cache.replace(length=cache.length + T)
 
-    if any_needed is None:  # the drafter never skips the target: the two-way choice only
-        return jax.lax.cond(any_draft, full, root_only, cache)
-    branch = jnp.where(any_needed, jnp.where(any_draft, 2, 1), 0)
-    return jax.lax.switch(branch, (skip, root_only, full), cache)
+    occupied = (cands.parent != NO_PARENT).at[:, 0].set(True)  # the root always
+    last_slot = jnp.max(jnp.where(occupied, jnp.arange(T)[None, :], 0), axis=1)  # [B]
+    used = jnp.max(jnp.where(needed, last_slot + 1, 1))
+    size_index = jnp.sum(jnp.asarray(sizes[:-1]) < used).astype(jnp.int32)
+    branches = tuple(forward_over(t) for t in sizes)
+    if not may_skip:
+        return jax.lax.switch(size_index, branches, cache)
+    branch = jnp.where(jnp.any(needed), 1 + size_index, 0)
+    return jax.lax.switch(branch, (skip, *branches), cache)
+
+
+def verify_sizes_of(drafter, T: int) -> tuple[int, ...]:
+    """The forward lengths the engine may verify a T-slot block with: 1 (no drafts) and T, plus
+    those the drafter declares (`verify_sizes`, for blocks that are often mostly empty)."""
+    declared = getattr(drafter, "verify_sizes", ()) or ()
+    return tuple(sorted({1, T, *(t for t in declared if 1 < t < T)}))
 
 
 def feature_layers_of(drafter) -> tuple[int, ...]:
@@ -269,14 +283,15 @@ def speculative_step(
     active = ~state.done
     needed = active if cands.needs_target is None else active & cands.needs_target
     num_drafted = jnp.where(needed, cands.num_drafted, 0)
-    may_skip = cands.needs_target is not None  # static: only such drafters get the third branch
+    may_skip = cands.needs_target is not None  # static: only such drafters get the skip branch
     logits, hidden, features, new_cache = _target_block(
         config,
         params,
         cands,
         cache,
-        jnp.any(needed) if may_skip else None,
-        jnp.any(num_drafted > 0),
+        needed,
+        may_skip,
+        verify_sizes_of(drafter, T),
         feature_layers_of(drafter),
     )
     path, n_path, bonus = spec.acceptance.accept(verify_keys, logits, cands, spec.sampling)

@@ -76,7 +76,8 @@ class BuildInputs:
 @dataclasses.dataclass(frozen=True)
 class Method:
     """One registry entry. `build` returns (drafter, draft params); `lossless` holds under the
-    exact acceptance policy; `available` False lists a method that is not built yet."""
+    exact acceptance policy; `available` False lists a method that is not built yet;
+    `default_accept` is its acceptance policy unless one is asked for."""
 
     name: str
     summary: str
@@ -85,6 +86,7 @@ class Method:
     lossless: bool = True
     needs: Needs = Needs()
     available: bool = True
+    default_accept: str = "exact"  # the acceptance policy `--accept=auto` means for it
 
     @property
     def speculative(self) -> bool:
@@ -139,6 +141,25 @@ def method_with_needs(name: str, pool: bool = False, head: bool = False) -> Meth
         )
         raise SpecjaxError(f"--head is for --method={with_head}")
     return m
+
+
+def acceptance_for(method_name: str, accept: str):
+    """The acceptance policy `--accept` names for a method ("auto": the method's own), checked:
+    a policy other than exact needs a speculative method, and SPRINTER's last-token rule is only
+    for the drafts its verifier vouched for."""
+    from specjax.acceptance import make_policy
+
+    m = method(method_name)
+    name = m.default_accept if accept == "auto" else accept
+    policy = make_policy(name)
+    if not m.speculative and name != "exact":
+        raise SpecjaxError(f"--accept={name} needs a speculative method ({m.name} drafts nothing)")
+    if name == "sprinter" and m.name != "sprinter":
+        raise SpecjaxError(
+            "--accept=sprinter keeps drafts unchecked that only SPRINTER's verifier vouches for: "
+            "use it with --method=sprinter"
+        )
+    return name, policy
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS, names=None) -> None:
@@ -469,8 +490,73 @@ def _ctc(inputs: BuildInputs):
     return drafter, attach(head, inputs.params)
 
 
-def _not_built(inputs: BuildInputs):
-    raise SpecjaxError("this method is not available yet")
+@dataclasses.dataclass(frozen=True)
+class SprinterSettings:
+    """A draft model (`--draft`), SPRINTER's verifier trained for it at `head` (empty: the one
+    shipped for the target and its shipped draft), the flag threshold and K."""
+
+    head: str = setting(
+        "",
+        "head",
+        "redrafter/medusa/ctc: a trained head directory (train_heads.train, final/); empty: the "
+        "head shipped for the target.",
+    )
+    threshold: float = setting(
+        0.5,
+        "threshold",
+        "sprinter: a drafted token whose verifier score is below this calls the target (0: only "
+        "after max_draft tokens).",
+    )
+    max_draft: int = setting(
+        20, "max_draft", "sprinter: K, the most tokens drafted before the target is called."
+    )
+
+    def check(self) -> None:
+        if not 0 <= self.threshold <= 1:
+            raise SpecjaxError(f"--threshold must be in [0, 1], got {self.threshold}")
+        if self.max_draft < 1:
+            raise SpecjaxError(f"--max_draft must be >= 1, got {self.max_draft}")
+
+
+def _sprinter(inputs: BuildInputs):
+    from models.fingerprint import draft_fingerprint
+    from models.head_file import head_extra
+    from specjax.drafters.sprinter import SprinterDrafter, SprinterParams
+
+    s = inputs.settings
+    s.check()
+    draft_config, draft_params = resolve_draft(inputs, "sprinter")
+    verifier, path = _trained_head(inputs, s.head, "sprinter", "sprinter")
+    extra = head_extra(path)
+    try:
+        recorded = extra["draft_fingerprint"]
+        temperatures = tuple(float(t) for t in extra["temperatures"])
+        with_token = bool(extra["with_token"])
+    except (KeyError, TypeError, ValueError):
+        raise SpecjaxError(
+            f"verifier {path} records no draft fingerprint, temperatures and with_token: retrain "
+            "it with python -m train_heads.train --config=smollm2_sprinter"
+        ) from None
+    if recorded != draft_fingerprint(draft_config, draft_params):
+        raise SpecjaxError(
+            f"verifier {path} was trained for another draft model than this --draft "
+            f"({recorded.get('L')} layers, weights {recorded.get('weights_sha256')}): train one "
+            "for it with python -m train_heads.train --config=smollm2_sprinter --draft=..."
+        )
+    features = draft_config.D * (2 if with_token else 1)
+    if verifier.num_features != features or verifier.w.shape[0] != len(temperatures):
+        raise SpecjaxError(
+            f"verifier {path} has {verifier.w.shape} weights, expected "
+            f"[{len(temperatures)}, {features}]"
+        )
+    drafter = SprinterDrafter(
+        config=draft_config,
+        max_draft=s.max_draft,
+        threshold=s.threshold,
+        with_token=with_token,
+        temperatures=temperatures,
+    )
+    return drafter, SprinterParams(draft=draft_params, verifier=verifier)
 
 
 for _m in (
@@ -513,9 +599,14 @@ for _m in (
         _ctc,
         needs=Needs(head=True),
     ),
-    *(
-        Method(name, summary, NoSettings, _not_built, available=False)
-        for name, summary in (("sprinter", "learned acceptance verifier (Zhong et al. 2025)"),)
+    Method(
+        "sprinter",
+        "a draft model whose trained verifier calls the target only when a token looks wrong "
+        "(Zhong et al. 2025); approximate by default, --accept=exact is lossless",
+        SprinterSettings,
+        _sprinter,
+        needs=Needs(draft=True, head=True),
+        default_accept="sprinter",
     ),
 ):
     register(_m)

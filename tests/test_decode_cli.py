@@ -110,9 +110,17 @@ def stories_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # case -> (argument builder, text the error line must contain). Builders get a path lookup.
 ERROR_CASES = {
     "unknown_method": (lambda p: ["--method=beam_search"], "unknown method 'beam_search'"),
-    "method_not_built_yet": (
-        lambda p: ["--method=sprinter"],
-        "method sprinter is not available yet",
+    "sprinter_threshold_outside_0_1": (
+        lambda p: ["--method=sprinter", "--threshold=1.5"],
+        "--threshold must be in [0, 1]",
+    ),
+    "sprinter_no_drafts": (
+        lambda p: ["--method=sprinter", "--max_draft=0"],
+        "--max_draft must be >= 1",
+    ),
+    "sprinter_rule_for_another_method": (
+        lambda p: ["--method=sd", "--accept=sprinter"],
+        "use it with --method=sprinter",
     ),
     "negative_temperature": (lambda p: ["--temperature=-0.5"], "temperature must be >= 0"),
     "beam_width_zero": (lambda p: ["--method=redrafter", "--beam_width=0"], "must be >= 1"),

@@ -141,8 +141,13 @@ def test_unknown_setting_and_method_are_one_line_errors():
         methods.make_drafter("ngram", config, params, gamma=3)
     with pytest.raises(SpecjaxError, match="unknown method 'beam'"):
         methods.make_drafter("beam", config, params)
-    with pytest.raises(SpecjaxError, match="not available yet"):
-        methods.make_drafter("sprinter", config, params)
+    later = methods.Method("later", "not built", methods.NoSettings, None, available=False)
+    methods.register(later)
+    try:
+        with pytest.raises(SpecjaxError, match="method later is not available yet"):
+            methods.make_drafter("later", config, params)
+    finally:
+        del methods.REGISTRY["later"]
 
 
 def test_phrase_methods_hold_one_settings_object():

@@ -38,6 +38,7 @@ from configs.ctc_draft import CTCTrain
 from configs.draft_lm import DraftLMTrain
 from configs.medusa_heads import MedusaTrain
 from configs.recurrent_head import RecurrentHeadTrain
+from configs.sprinter import SprinterTrain
 from configs.train_loop import TrainLoop
 from models.errors import SpecjaxError
 from models.loading import Model
@@ -208,6 +209,7 @@ def fit(
     resume: bool = False,
     stop_after: int | None = None,
     progress: bool = True,
+    on_eval: Callable[[int, TrainState, dict], None] | None = None,
 ) -> TrainState:
     """Trains `params` (frozen: arrays the loss reads but never updates) for hp.steps steps.
 
@@ -215,6 +217,7 @@ def fit(
     must add nothing to the loss's sums (it pads the last eval batch). Checkpoints go to
     hp.out_dir/checkpoints every hp.save_every steps; `resume` continues from the newest one.
     `stop_after` ends the run early at that step (with a checkpoint), as an interruption would.
+    `on_eval(step, state, held-out metrics)` runs after each evaluation (keeping the best one).
     """
     hp.validate()
     out = Path(hp.out_dir)
@@ -248,6 +251,8 @@ def fit(
                 ev = evaluate(eval_fn, state.params, frozen, eval_data, hp.batch_size, mesh)
                 log.write({"step": done, "split": "eval", **ev})
                 shown.update(eval_loss=f"{ev['loss']:.3f}", eval_top1=f"{ev.get('top1', 0):.3f}")
+                if on_eval is not None:
+                    on_eval(done, state, ev)
             if done % hp.save_every == 0 or done == end:
                 ckpts.save(done, state, meta)
             bar.set_postfix(shown, refresh=False)
@@ -554,6 +559,74 @@ def train_ctc_drafter(
     return HeadResult(state=state, final_dir=final_dir)
 
 
+def train_sprinter_verifier(
+    cfg: SprinterTrain,
+    *,
+    resume: bool = False,
+    target: Model | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> HeadResult:
+    """Trains SPRINTER's verifier for cfg.draft on cfg.data_dir (made with --hidden): the
+    classifiers with the best mean held-out accuracy over the run are kept in out_dir/best/
+    (the released code keeps its best epoch) and become out_dir/final/ at the last step
+    (`models.head_file`, kind "sprinter", with the draft's fingerprint, the temperatures and
+    the held-out accuracy and false-positive rate in its config)."""
+    import shutil
+
+    from models.acceptance_verifier import init_verifier
+    from models.fingerprint import draft_fingerprint
+    from models.head_file import head_extra, is_head_dir, save_head
+    from specjax.methods import BuildInputs, resolve_draft
+    from train_heads.data import load_hidden
+    from train_heads.sprinter import make_verifier_loss, verifier_data, verifier_report
+
+    target, tokens, mask, tr, ev = _target_and_data(cfg, target)
+    c = target.config
+    inputs = BuildInputs(c, target.params, None, draft=cfg.draft or None, dtype=cfg.dtype)
+    draft_config, draft = resolve_draft(inputs, "sprinter")
+    hidden = load_hidden(cfg.data_dir, cfg.seq_len)
+    temps = tuple(cfg.temperature_list())
+
+    def positions(rows, hidden_NSD):
+        return verifier_data(
+            draft_config, draft, target.params, tokens[rows], mask[rows], hidden_NSD[rows],
+            temps, cfg.with_token, progress,
+        )  # fmt: skip
+
+    train, held_out = positions(tr, hidden), positions(ev, hidden)
+    own = init_verifier(len(temps), train.features.shape[1])
+    out = Path(cfg.out_dir)
+    best_dir = out / "best"
+    extra = {
+        "train_positions": len(train.weight),
+        "held_out_positions": len(held_out.weight),
+        "config": dataclasses.asdict(cfg),
+        "draft_fingerprint": draft_fingerprint(draft_config, draft),
+        "temperatures": list(temps),
+        "with_token": cfg.with_token,
+    }
+
+    def keep_best(step: int, state: TrainState, metrics: dict) -> None:
+        accuracy = float(np.mean([metrics[f"acc_{k}"] for k in range(len(temps))]))
+        if is_head_dir(best_dir) and head_extra(best_dir).get("mean_accuracy", -1) >= accuracy:
+            return
+        report = verifier_report(metrics, temps)
+        params = jax.device_get(state.params)
+        record = {**extra, "step": step, "mean_accuracy": accuracy, "held_out": report}
+        save_head(best_dir, params, c, target.params, extra=record)
+
+    run = dict(resume=resume, stop_after=stop_after, progress=progress)
+    state = fit(make_verifier_loss(), own, None, train, held_out, cfg, on_eval=keep_best, **run)
+    final_dir = None
+    if int(state.step) == cfg.steps:
+        final_dir = out / FINAL_DIR
+        if final_dir.exists():
+            shutil.rmtree(final_dir)
+        shutil.copytree(best_dir, final_dir)
+    return HeadResult(state=state, final_dir=final_dir)
+
+
 # ---- CLI ---------------------------------------------------------------------------------------
 
 FLAGS = flags.FLAGS
@@ -578,7 +651,7 @@ def define_flags() -> None:
 _OVERRIDABLE = list(
     {
         f.name: f
-        for kind in (DraftLMTrain, RecurrentHeadTrain, MedusaTrain, CTCTrain)
+        for kind in (DraftLMTrain, RecurrentHeadTrain, MedusaTrain, CTCTrain, SprinterTrain)
         for f in dataclasses.fields(kind)
     }.values()
 )
@@ -610,6 +683,8 @@ def main(argv: list[str]) -> None:
             return train_medusa_heads(cfg, resume=FLAGS.resume)
         if isinstance(cfg, CTCTrain):
             return train_ctc_drafter(cfg, resume=FLAGS.resume)
+        if isinstance(cfg, SprinterTrain):
+            return train_sprinter_verifier(cfg, resume=FLAGS.resume)
         if not isinstance(cfg, DraftLMTrain):
             raise SpecjaxError(f"config {FLAGS.config} trains nothing this command knows")
         return train_draft_lm(cfg, resume=FLAGS.resume)
