@@ -25,8 +25,8 @@ class SprinterTrain(TrainLoop):
       one nearest its temperature). At 0 the label is "the draft's argmax is the target's"; above
       0 it is the chance that a draw x from the draft's q has q(x) <= p(x) (the paper's label,
       averaged over x instead of sampled once).
-    with_token: the variant that also reads the candidate token's embedding (temperature 0 only:
-      the candidate is then the draft's argmax).
+    with_token: the variant that also reads the candidate token's embedding (labelled on one
+      drawn candidate per position above temperature 0).
     """
 
     target: str = "smollm2"
@@ -50,8 +50,6 @@ class SprinterTrain(TrainLoop):
             raise SpecjaxError(
                 f"--temperatures must be distinct numbers >= 0, got {self.temperatures!r}"
             )
-        if self.with_token and temps != [0.0]:
-            raise SpecjaxError("--with_token trains at --temperatures=0 only")
 
 
 # The verifier is F + 1 numbers per temperature, so the loop is short: large batches of single

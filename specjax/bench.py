@@ -223,7 +223,7 @@ def _settings(kind: str, category: str | None):
     return s.for_task(category) if category and hasattr(s, "for_task") else s
 
 
-HEAD_KINDS = {"redrafter": "recurrent", "medusa": "medusa", "ctc": "ctc"}
+HEAD_KINDS = {"redrafter": "recurrent", "medusa": "medusa", "ctc": "ctc", "sprinter": "sprinter"}
 TREE_METHODS = ("medusa", "ctc")  # methods with a --tree setting
 
 

@@ -73,12 +73,15 @@ class DraftContext:
       hidden: [B, D] the target's final-norm hidden state at the token before the root, i.e. the
         state that predicted the root (ReDrafter/Medusa-style heads draft from it).
       done: bool [B] finished rows (a drafter may skip work for them).
+      remaining: int32 [B] tokens the row may still emit (a drafter that decides its own draft
+        length stops where the budget does), or None.
     """
 
     root: jax.Array
     root_position: jax.Array
     hidden: jax.Array
     done: jax.Array
+    remaining: jax.Array | None = None
 
 
 @struct.dataclass

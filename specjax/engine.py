@@ -275,6 +275,7 @@ def speculative_step(
         root_position=cache.length,
         hidden=state.last_hidden,
         done=state.done,
+        remaining=spec.max_new_tokens - state.num_new,
     )
     cands, draft_state = drafter.propose(
         draft_params, state.draft_state, ctx, draft_keys, spec.sampling

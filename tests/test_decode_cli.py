@@ -94,6 +94,17 @@ def bad_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
 
     out["bad_magic"] = root / "model.gguf"
     out["bad_magic"].write_bytes(b"GGML" + bytes(256))
+
+    from models.heads import HEADS_DIR
+
+    shipped = HEADS_DIR / "smollm2-135m-instruct-sprinter"  # its weights cut short
+    out["corrupt_verifier"] = root / "corrupt_verifier"
+    out["corrupt_verifier"].mkdir()
+    for f in shipped.iterdir():
+        data = f.read_bytes()
+        (out["corrupt_verifier"] / f.name).write_bytes(
+            data[:64] if f.suffix == ".safetensors" else data
+        )
     return out
 
 
@@ -121,6 +132,14 @@ ERROR_CASES = {
     "sprinter_rule_for_another_method": (
         lambda p: ["--method=sd", "--accept=sprinter"],
         "use it with --method=sprinter",
+    ),
+    "sprinter_verifier_for_another_draft": (
+        lambda p: ["--method=sprinter", "--draft=self:2"],
+        "was trained for another draft model",
+    ),
+    "sprinter_corrupt_verifier": (
+        lambda p: ["--method=sprinter", f"--head={p['corrupt_verifier']}"],
+        "corrupt or truncated head weights",
     ),
     "negative_temperature": (lambda p: ["--temperature=-0.5"], "temperature must be >= 0"),
     "beam_width_zero": (lambda p: ["--method=redrafter", "--beam_width=0"], "must be >= 1"),
@@ -173,7 +192,9 @@ ARGUMENT_ERRORS = (
     "beam_width_zero",
     "accept_policy_for_vanilla",
     "unknown_accept_policy",
-    "method_not_built_yet",
+    "sprinter_threshold_outside_0_1",
+    "sprinter_no_drafts",
+    "sprinter_rule_for_another_method",
     "negative_temperature",
     "unknown_flag",
     "unknown_phrase_preset",

@@ -182,6 +182,7 @@ def smol_vanilla64(smollm2: Model, smol_prompt_ids: list[list[int]]) -> list[lis
         ("medusa", "mc_sim_7b_63", 1),
         ("ctc", "auto", 3),
         ("ctc", "mc_sim_7b_63", 1),
+        ("sprinter", None, 3),
     ],
     ids=[
         "self20",
@@ -196,6 +197,7 @@ def smol_vanilla64(smollm2: Model, smol_prompt_ids: list[list[int]]) -> list[lis
         "medusa_mc_sim_B1",
         "ctc_auto_B3",
         "ctc_mc_sim_B1",
+        "sprinter_exact_B3",
     ],  # fmt: skip
 )
 def test_smollm2_speculative_greedy_equals_vanilla(
@@ -210,7 +212,8 @@ def test_smollm2_speculative_greedy_equals_vanilla(
     whose steps cost more on CPU; a greedy prefix is still a full check), EOS honoured. draft None
     is the trained draft shipped in models/drafts for this target; redrafter and medusa use the
     heads shipped in models/heads, and so does ctc (redrafter at the CPU's default beam shape;
-    for medusa and ctc `draft` names the tree)."""
+    for medusa and ctc `draft` names the tree; sprinter runs the shipped draft with the shipped
+    verifier under the exact rule, `generate`'s default)."""
     from configs.phrase_drafting import phrase_drafting
     from specjax.engine import generate
     from specjax.methods import make_drafter

@@ -75,18 +75,22 @@ def test_a_verifier_that_always_flags_is_sd_with_gamma_one(batch, target):
 
 
 def test_a_verifier_that_never_flags_drafts_k_tokens_per_target_call(target):
-    K = 5
+    """Every call drafts K tokens, except the last of a row, which stops where the token budget
+    does (a call emits up to its drafts + 1)."""
+    K, N = 5, 40
     drafter, dparams = _sprinter(TARGET, target, bias=30.0, K=K)
     r = generate(
-        TARGET, target, PROMPTS, max_new_tokens=40, drafter=drafter, draft_params=dparams,
+        TARGET, target, PROMPTS, max_new_tokens=N, drafter=drafter, draft_params=dparams,
         acceptance=LastTokenAcceptance(),
     )  # fmt: skip
     for b in range(len(PROMPTS)):
         calls = r.target_calls[b] - 1  # the prefill is a target call too
-        assert r.drafted[b] == K * calls
-        # Each call keeps K - 1 unchecked drafts and emits K or K + 1 tokens.
-        assert K * calls <= len(r.tokens[b]) + K - 1
-        assert len(r.tokens[b]) - 1 <= (K + 1) * calls
+        last_run = r.drafted[b] - K * (calls - 1)
+        assert 1 <= last_run <= K
+        assert len(r.tokens[b]) == N
+        # Each full call keeps K - 1 unchecked drafts and emits K or K + 1 tokens.
+        assert 1 + K * (calls - 1) < N <= 1 + (K + 1) * (calls - 1) + last_run + 1
+    assert any(r.drafted[b] < K * (r.target_calls[b] - 1) for b in range(len(PROMPTS)))
 
 
 def test_target_calls_count_only_calls_for_the_row(target):
@@ -124,10 +128,13 @@ def _dist(params, config, seq, sampling):
 
 
 def _first_two(drafter, dparams, params, acceptance, n):
+    """The first two tokens of n seeded rows; the budget leaves the first run its full K drafts
+    (a drafter stops drafting where the budget ends)."""
     sampling = SamplingConfig(temperature=1.0)
     prompt = [1, 2, 3, 4]
     r = generate(
-        SMALL, params, [prompt] * n, max_new_tokens=2, sampling=sampling, seed=range(n),
+        SMALL, params, [prompt] * n, max_new_tokens=2 + drafter.max_draft, sampling=sampling,
+        seed=range(n),
         drafter=drafter, draft_params=dparams, acceptance=acceptance,
     )  # fmt: skip
     pairs = np.array([t[:2] for t in r.tokens])

@@ -28,10 +28,17 @@ def test_labels_are_the_rule_on_hand_made_p_and_q():
     logits_q = jnp.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
     logits_p = jnp.array([[5.0, 0.0, 0.0], [4.0, 0.0, 1.0]])
     assert greedy_label(logits_q, logits_p).tolist() == [1.0, 0.0]
-    both = labels_at(logits_q, logits_p, (0.0, 1.0))
+    key = jax.random.key(0)
+    cands, both = labels_at(logits_q, logits_p, (0.0, 1.0), key, with_token=False)
     assert both.shape == (2, 2) and both[:, 0].tolist() == [1.0, 0.0]
+    assert cands[:, 0].tolist() == [0, 1]  # the draft's argmax at temperature 0
     qs, ps = jax.nn.softmax(logits_q, -1), jax.nn.softmax(logits_p, -1)
     np.testing.assert_allclose(both[:, 1], expected_label(qs, ps), rtol=1e-6)
+    # The variant that reads the candidate is labelled by the rule on its own draw.
+    cands, drawn = labels_at(logits_q, logits_p, (0.0, 1.0), key, with_token=True)
+    for n in range(2):
+        x = int(cands[n, 1])
+        assert float(drawn[n, 1]) == float(kept_for_sure(qs[n], ps[n], x))
 
 
 def test_a_trained_verifier_saves_loads_and_decodes(tiny_hidden_data, tmp_path):
@@ -76,10 +83,11 @@ def test_a_trained_verifier_saves_loads_and_decodes(tiny_hidden_data, tmp_path):
 
 
 def test_a_stopped_verifier_run_resumes_bit_for_bit(tiny_hidden_data, tmp_path):
+    """The variant that reads the candidate's embedding (the frozen input of the loss)."""
     from configs.sprinter import tiny_sprinter
     from tests.conftest import assert_head_run_resumes_bit_for_bit
     from train_heads.train import train_sprinter_verifier
 
     target, data_dir = tiny_hidden_data
-    cfg = dataclasses.replace(tiny_sprinter, data_dir=str(data_dir))
+    cfg = dataclasses.replace(tiny_sprinter, data_dir=str(data_dir), with_token=True)
     assert_head_run_resumes_bit_for_bit(train_sprinter_verifier, cfg, target, tmp_path)

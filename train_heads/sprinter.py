@@ -9,7 +9,8 @@ text, which is what the decode loop's context is in exact mode): both models are
 over them at once, the target's p coming from the hidden states stored in the data. At
 temperature 0, q and p are one-hot and the label is "the draft's argmax is the target's"; above
 0 the label is its expectation over x ~ q, sum_x q(x) [q(x) <= p(x)] (the code samples one x;
-the expectation has the same mean and no sampling noise). One classifier per temperature.
+the expectation has the same mean and no sampling noise), except for the variant that reads the
+candidate's embedding, which needs the drawn x and its own label. One classifier per temperature.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from specjax.sampling import SamplingConfig, warp_logits
 
 @struct.dataclass
 class VerifierBatch:
-    """Positions with a target-generated next token: features_NF (float16) and labels_NK (one
-    column per temperature; in [0, 1]); an all-zero row (padding) has weight 0."""
+    """Positions with a target-generated next token: the draft's hidden state hidden_ND
+    (float16), per temperature k the candidate tokens_NK (the draft's argmax at 0, a draw from
+    its q above) and labels_NK in [0, 1]; an all-zero row (padding) has weight 0."""
 
-    features: np.ndarray
+    hidden: np.ndarray
+    tokens: np.ndarray
     labels: np.ndarray
     weight: np.ndarray
 
@@ -52,19 +55,30 @@ def greedy_label(draft_logits_NV: jax.Array, target_logits_NV: jax.Array) -> jax
     return same.astype(jnp.float32)
 
 
-def labels_at(draft_logits_NV, target_logits_NV, temperatures: tuple[float, ...]) -> jax.Array:
-    """float32 [N, K]: one label column per temperature (both models' logits over the full
-    vocabulary; a frequent-token draft's missing columns at -inf)."""
-    cols = []
-    for t in temperatures:
+def labels_at(
+    draft_logits_NV, target_logits_NV, temperatures: tuple[float, ...], key, with_token: bool
+) -> tuple[jax.Array, jax.Array]:
+    """(candidates int32 [N, K], labels float32 [N, K]), one column per temperature (both models'
+    logits over the full vocabulary; a frequent-token draft's missing columns at -inf). At 0 the
+    candidate is the draft's argmax; above 0 a draw from q, labelled by the paper's rule when the
+    verifier reads the candidate (`with_token`), else by its expectation over the draw."""
+    cands, cols = [], []
+    for k, t in enumerate(temperatures):
         if t == 0:
+            cands.append(jnp.argmax(draft_logits_NV, -1).astype(jnp.int32))
             cols.append(greedy_label(draft_logits_NV, target_logits_NV))
+            continue
+        s = SamplingConfig(temperature=t)
+        q_logits = warp_logits(draft_logits_NV, s)
+        q = jax.nn.softmax(q_logits, -1)
+        p = jax.nn.softmax(warp_logits(target_logits_NV, s), -1)
+        x = jax.random.categorical(jax.random.fold_in(key, k), q_logits).astype(jnp.int32)
+        cands.append(x)
+        if with_token:
+            cols.append(jax.vmap(kept_for_sure)(q, p, x))
         else:
-            s = SamplingConfig(temperature=t)
-            q = jax.nn.softmax(warp_logits(draft_logits_NV, s), -1)
-            p = jax.nn.softmax(warp_logits(target_logits_NV, s), -1)
             cols.append(expected_label(q, p))
-    return jnp.stack(cols, axis=-1)
+    return jnp.stack(cands, axis=-1), jnp.stack(cols, axis=-1)
 
 
 def _full_vocab(logits_NVp: jax.Array, head_token_ids, V: int) -> jax.Array:
@@ -74,20 +88,21 @@ def _full_vocab(logits_NVp: jax.Array, head_token_ids, V: int) -> jax.Array:
     return full.at[..., head_token_ids].set(logits_NVp)
 
 
-def make_row_features(draft_config: ModelConfig, temperatures: tuple[float, ...], with_token: bool):
-    """A jitted (draft params, target params, tokens [1, S], target hidden [1, S, D]) ->
-    (features [S, F], labels [S, K]): position s judges the draft's guess for token s + 1."""
+def make_row_features(
+    draft_config: ModelConfig, temperatures: tuple[float, ...], with_token: bool, seed: int = 0
+):
+    """A jitted (draft params, target params, tokens [1, S], target hidden [1, S, D], row) ->
+    (draft hidden [S, D], candidates [S, K], labels [S, K]): position s judges the draft's guess
+    for token s + 1 (draws seeded by the row's index)."""
 
-    def row(draft: ModelParams, target: ModelParams, tokens_1S, target_hidden_1SD):
+    def row(draft: ModelParams, target: ModelParams, tokens_1S, target_hidden_1SD, index):
         hidden = sequence_hidden(draft_config, draft, tokens_1S)  # [1, S, D]
         V = target.embed.shape[0]
         q_logits = _full_vocab(lm_logits(draft, hidden)[0], draft.head_token_ids, V)
         p_logits = lm_logits(target, target_hidden_1SD.astype(target.dtype))[0]
-        embed = None
-        if with_token:
-            embed = draft.embed[jnp.argmax(q_logits, -1)]
-        features = verifier_features(hidden[0], embed)
-        return features, labels_at(q_logits, p_logits, temperatures)
+        key = jax.random.fold_in(jax.random.key(seed), index)
+        cands, labels = labels_at(q_logits, p_logits, temperatures, key, with_token)
+        return hidden[0], cands, labels
 
     return jax.jit(row)
 
@@ -102,40 +117,51 @@ def verifier_data(
     temperatures: tuple[float, ...],
     with_token: bool,
     progress: bool = True,
+    seed: int = 0,
 ) -> VerifierBatch:
     """Every position s of each row whose next token s + 1 the target generated (mask), as one
-    flat batch of features and labels (rows cut at their last such position; lengths rounded
-    up to 64 so that few shapes compile)."""
-    row_fn = make_row_features(draft_config, temperatures, with_token)
-    feats, labels = [], []
+    flat batch (rows cut at their last such position; lengths rounded up to 64 so that few
+    shapes compile)."""
+    row_fn = make_row_features(draft_config, temperatures, with_token, seed)
+    parts: list[tuple] = []
     for n in tqdm(range(len(tokens_NS)), desc="verifier data", unit="row", disable=not progress):
         keep = mask_NS[n, 1:]  # position s predicts s + 1
         if not keep.any():
             continue
         end = int(np.nonzero(keep)[0][-1]) + 1
         S = min(tokens_NS.shape[1], -(-end // 64) * 64)
-        f, y = row_fn(
-            draft, target, jnp.asarray(tokens_NS[n : n + 1, :S]), hidden_NSD[n : n + 1, :S]
+        out = row_fn(
+            draft, target, jnp.asarray(tokens_NS[n : n + 1, :S]), hidden_NSD[n : n + 1, :S], n
         )
-        f, y = np.asarray(f)[:end], np.asarray(y)[:end]
-        feats.append(f[keep[:end]].astype(np.float16))
-        labels.append(y[keep[:end]].astype(np.float32))
-    features = np.concatenate(feats)
+        h, x, y = (np.asarray(a)[:end][keep[:end]] for a in out)
+        parts.append((h.astype(np.float16), x, y.astype(np.float32)))
+    hidden, tokens, labels = (np.concatenate(a) for a in zip(*parts, strict=True))
     return VerifierBatch(
-        features=features,
-        labels=np.concatenate(labels),
-        weight=np.ones((len(features),), np.float32),
+        hidden=hidden, tokens=tokens, labels=labels, weight=np.ones((len(hidden),), np.float32)
     )
 
 
+def batch_logits(params: VerifierParams, embed, batch: VerifierBatch) -> jax.Array:
+    """float32 [N, K]: classifier k's logit on its own candidate (`embed`, the draft's embedding
+    table, for a verifier that reads the candidate; None otherwise)."""
+    hidden = batch.hidden.astype(jnp.float32)
+    if embed is None:
+        return verifier_logit(params, verifier_features(hidden, None))
+    cols = []
+    for k in range(batch.tokens.shape[1]):
+        features = verifier_features(hidden, embed[batch.tokens[:, k]])
+        cols.append(features @ params.w[k].astype(jnp.float32) + params.b[k])
+    return jnp.stack(cols, axis=-1)
+
+
 def make_verifier_loss():
-    """loss(params, frozen, batch) -> (mean BCE over positions and temperatures, sums): sums
+    """loss(params, frozen embedding or None, batch) -> (mean BCE over positions and temperatures, sums): sums
     hold, per temperature k, the expected accuracy at score 0.5 (`acc_k`), the false-positive
     rate's numerator (`fp_k`: passed although the target rejects) and the pass rate (`pass_k`),
     and `top1` = acc_0 for the progress bar. Rates are per position (`count`)."""
 
-    def loss(params: VerifierParams, frozen, batch: VerifierBatch):
-        logit = verifier_logit(params, batch.features.astype(jnp.float32))  # [N, K]
+    def loss(params: VerifierParams, embed, batch: VerifierBatch):
+        logit = batch_logits(params, embed, batch)  # [N, K]
         y, w = batch.labels, batch.weight[:, None]
         bce = jnp.maximum(logit, 0) - logit * y + jnp.log1p(jnp.exp(-jnp.abs(logit)))
         count = batch.weight.sum()

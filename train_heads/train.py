@@ -595,12 +595,14 @@ def train_sprinter_verifier(
         )  # fmt: skip
 
     train, held_out = positions(tr, hidden), positions(ev, hidden)
-    own = init_verifier(len(temps), train.features.shape[1])
+    features = draft_config.D * (2 if cfg.with_token else 1)
+    own = init_verifier(len(temps), features)
+    embed = draft.embed if cfg.with_token else None
     out = Path(cfg.out_dir)
     best_dir = out / "best"
     extra = {
-        "train_positions": len(train.weight),
-        "held_out_positions": len(held_out.weight),
+        "train_positions": int(len(train.weight)),
+        "held_out_positions": int(len(held_out.weight)),
         "config": dataclasses.asdict(cfg),
         "draft_fingerprint": draft_fingerprint(draft_config, draft),
         "temperatures": list(temps),
@@ -617,7 +619,7 @@ def train_sprinter_verifier(
         save_head(best_dir, params, c, target.params, extra=record)
 
     run = dict(resume=resume, stop_after=stop_after, progress=progress)
-    state = fit(make_verifier_loss(), own, None, train, held_out, cfg, on_eval=keep_best, **run)
+    state = fit(make_verifier_loss(), own, embed, train, held_out, cfg, on_eval=keep_best, **run)
     final_dir = None
     if int(state.step) == cfg.steps:
         final_dir = out / FINAL_DIR

@@ -1,8 +1,9 @@
 """Trained draft heads shipped inside the package, found by the target they were trained for.
 
-`redrafter` and `medusa` with no `--head` use the shipped head of their kind whose recorded target
-fingerprint matches the loaded target (made by `python -m train_heads.train
---config=smollm2_redrafter` / `--config=smollm2_medusa`). Each subdirectory is a
+`redrafter`, `medusa`, `ctc` and `sprinter` with no `--head` use the shipped head of their kind
+whose recorded target fingerprint matches the loaded target (made by `python -m train_heads.train
+--config=smollm2_redrafter` / `smollm2_medusa` / `smollm2_ctc` / `smollm2_sprinter`; SPRINTER's
+verifier also records the draft it judges, the shipped draft). Each subdirectory is a
 `models.head_file.save_head` output.
 """
 

@@ -165,6 +165,8 @@ class SprinterDrafter:
         done = ctx.done
         n_run = jnp.where(done, state.n_run, state.n_run + 1)  # finished rows draft no more
         needs = (score < self.threshold) | (n_run >= K)
+        if ctx.remaining is not None:  # a call emits up to n_run + 1 tokens: no use drafting on
+            needs |= n_run + 1 >= ctx.remaining
         new_state = SprinterState(
             cache=cache.replace(length=jnp.where(done, state.cache.length, cache.length)),
             prev_token=state.prev_token,
