@@ -182,7 +182,9 @@ def interpolated_cost(ms_by_T: dict[int, float]) -> Callable[[int], float]:
 def auto_tree(config, params, head_dir: Path, num_heads: int, remeasure: bool = False):
     """The tree for these heads on this machine: `build_tree` over the held-out rank accuracies
     saved with the heads and the target's verify cost measured here (cached,
-    `specjax.verify_cost`)."""
+    `specjax.verify_cost`). Where the measured cost says no tree pays (a slow or busy machine),
+    it keeps one node, the first head's top guess: the method still drafts, as asked, at the
+    least cost."""
     import logging
 
     from models.head_file import CONFIG_FILE
@@ -198,5 +200,11 @@ def auto_tree(config, params, head_dir: Path, num_heads: int, remeasure: bool = 
         ) from None
     curve = cached_cost_curve(config, params, AUTO_COST_SIZES, remeasure=remeasure)
     tree, score = build_tree(accuracy, interpolated_cost(curve["ms"]), AUTO_MAX_SIZE)
+    if tree.size == 1:
+        logging.warning(
+            "--tree=auto: at this machine's measured verify cost no tree beats vanilla; "
+            "drafting one node (the first head's top guess)"
+        )
+        return tree_from_paths([(0,)])
     logging.info("medusa auto tree: %d nodes, expected tau / c(T) %.2f", tree.size, score)
     return tree

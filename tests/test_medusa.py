@@ -131,3 +131,19 @@ def test_bad_trees_are_one_line_errors(tmp_path):
         load_tree(str(tmp_path / "missing.json"))
     good = save_tree(tmp_path / "good.json", tree_from_paths(SMALL_TREE), {"tau": 2.0})
     assert load_tree(str(good)) == tree_from_paths(SMALL_TREE)
+
+
+def test_auto_tree_keeps_one_node_where_no_tree_pays(tmp_path, monkeypatch):
+    """On a machine whose measured verify cost makes every tree lose to vanilla (a busy CPU),
+    --tree=auto still drafts: one node, the first head's top guess."""
+    import json
+
+    from specjax import static_tree, verify_cost
+
+    (tmp_path / "head_config.json").write_text(
+        json.dumps({"extra": {"rank_accuracy": [[0.3, 0.1], [0.2, 0.05]]}})
+    )
+    steep = {"ms": {T: float(T) for T in static_tree.AUTO_COST_SIZES}}
+    monkeypatch.setattr(verify_cost, "cached_cost_curve", lambda *a, **k: steep)
+    tree = static_tree.auto_tree(None, None, tmp_path, 2)
+    assert tree.size == 2 and tree.max_rank == 0

@@ -179,7 +179,15 @@ def _flat(params):
     return params.replace(embed=params.embed * 0.15)
 
 
-@pytest.mark.parametrize("method", ["sd", "ngram", "ouroboros", "lookahead"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "sd",
+        "ngram",
+        pytest.param("ouroboros", marks=pytest.mark.extended),  # one-hot drafts, as ngram's
+        pytest.param("lookahead", marks=pytest.mark.extended),
+    ],
+)
 def test_sampled_first_two_tokens_follow_the_target(method):
     """60,000 seeded rows through the whole engine (draft sampling, verify, commit) against the
     exact target distribution of the first two tokens."""
@@ -193,12 +201,14 @@ def test_typical_acceptance_that_accepts_nothing_samples_the_target():
     assert _first_two_tokens_pvalue("sd", never, check_accepted=False) > 1e-3
 
 
+@pytest.mark.extended  # trees under the one-hot rule: the CTC test's collapsed trees cover it
 def test_sampled_first_two_tokens_follow_the_target_on_beam_trees():
     """ReDrafter's merged beam trees (an untrained head: deterministic drafts, some accepted by
     chance over 8 tokens) through the one-hot rule: 100,000 seeded rows."""
     assert _first_two_tokens_pvalue("redrafter", ExactAcceptance(), True, n=100_000) > 1e-3
 
 
+@pytest.mark.extended  # as the beam-tree test
 def test_sampled_first_two_tokens_follow_the_target_on_a_static_medusa_tree():
     """Medusa's heads (moved off their zero start) fill a static 2-deep tree; the one-hot rule
     keeps the first two tokens distributed as the target's: 100,000 seeded rows."""

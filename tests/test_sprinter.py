@@ -143,11 +143,11 @@ def _first_two(drafter, dparams, params, acceptance, n):
 
 
 def test_exact_mode_sampled_first_two_tokens_follow_the_target():
-    """60,000 seeded rows: with the exact rule the verifier only sets draft lengths, and the
+    """40,000 seeded rows: with the exact rule the verifier only sets draft lengths, and the
     first two tokens are distributed as the target's."""
     params = _small_params()
     drafter, dparams = _sprinter(SMALL, params, bias=0.2, scale=2.0, layers=1, K=3)
-    n = 60_000
+    n = 40_000
     r, counts, prompt, sampling = _first_two(drafter, dparams, params, ExactAcceptance(), n)
     assert sum(r.accepted) > 0.05 * n
     p1, _ = _dist(params, SMALL, prompt, sampling)

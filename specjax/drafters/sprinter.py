@@ -170,7 +170,7 @@ class SprinterDrafter:
         new_state = SprinterState(
             cache=cache.replace(length=jnp.where(done, state.cache.length, cache.length)),
             prev_token=state.prev_token,
-            catch_up=state.catch_up & done,
+            catch_up=jnp.zeros_like(state.catch_up),  # fed now (a finished row needs none)
             run_tokens=run_tokens,
             run_q=run_q,
             n_run=n_run,
