@@ -37,11 +37,11 @@ def init_verifier(num_temperatures: int, num_features: int) -> VerifierParams:
 
 
 def for_temperature(
-    params: VerifierParams, temperatures: list[float], temperature: float
-) -> tuple[VerifierParams, float]:
-    """The classifier trained at the temperature nearest `temperature`, and that temperature."""
+    params: VerifierParams, temperatures: tuple[float, ...], temperature: float
+) -> VerifierParams:
+    """The classifier trained at the temperature nearest `temperature`."""
     i = min(range(len(temperatures)), key=lambda k: abs(temperatures[k] - temperature))
-    return VerifierParams(w=params.w[i], b=params.b[i]), temperatures[i]
+    return VerifierParams(w=params.w[i], b=params.b[i])
 
 
 def verifier_features(hidden_BD: jax.Array, token_embed_BD: jax.Array | None) -> jax.Array:

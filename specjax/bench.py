@@ -140,10 +140,11 @@ def _row_names() -> list[tuple[str, str, str | None, str]]:
     named = []
     for a in FLAGS.accept:
         for name, kind, draft in rows:
+            try:
+                policy, _ = methods.acceptance_for(kind, a)
+            except SpecjaxError:
+                continue  # a policy this method cannot take (SPRINTER's rule for another)
             own = methods.method(kind).default_accept
-            policy = own if a == "auto" else a
-            if policy == "sprinter" and kind != "sprinter":
-                continue  # SPRINTER's rule trusts only its own verifier's drafts
             row = (name if policy == own else f"{name}+{policy}", kind, draft, policy)
             if row not in named:
                 named.append(row)

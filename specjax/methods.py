@@ -283,6 +283,16 @@ class PhraseSettings:
         return dataclasses.replace(self, preset=TASK_PRESETS.get(task, "chat"))
 
 
+def head_setting() -> Any:
+    """The `--head` setting the methods with a trained head share (one flag, one meaning)."""
+    return setting(
+        "",
+        "head",
+        "redrafter/medusa/ctc/sprinter: a trained head (sprinter: verifier) directory "
+        "(train_heads.train, final/); empty: the one shipped for the target.",
+    )
+
+
 # ReDrafter's beam shape when --beam_width / --beam_length are not given: the original's on an
 # accelerator (its README runs W = 45, L = 5), and on CPU the pair that measured fastest in the
 # bench sweep (README "Performance": the verify cost grows with the block there).
@@ -302,12 +312,7 @@ class ReDrafterSettings:
     length: int | None = setting(
         None, "beam_length", "redrafter: draft tokens L per beam (default: 3 on CPU, 5 else)."
     )
-    head: str = setting(
-        "",
-        "head",
-        "redrafter/medusa/ctc: a trained head directory (train_heads.train, final/); empty: the "
-        "head shipped for the target.",
-    )
+    head: str = head_setting()
     slots: int = setting(
         0,
         "tree_slots",
@@ -346,12 +351,7 @@ class TreeHeadSettings:
     the CTC drafter's module; empty: the one shipped for the target) and the static tree its
     guesses fill (no deeper than the tokens or frames it drafts)."""
 
-    head: str = setting(
-        "",
-        "head",
-        "redrafter/medusa/ctc: a trained head directory (train_heads.train, final/); empty: the "
-        "head shipped for the target.",
-    )
+    head: str = head_setting()
     tree: str = setting(
         "auto",
         "tree",
@@ -460,19 +460,17 @@ def _medusa(inputs: BuildInputs):
 
 
 def _ctc(inputs: BuildInputs):
-    import json
-
     from models.ctc_draft import attach, draft_config
-    from models.head_file import CONFIG_FILE
+    from models.head_file import head_extra
     from specjax.drafters.ctc import CTCDrafter
     from specjax.static_tree import auto_tree, load_tree
 
     s = inputs.settings
     head, path = _trained_head(inputs, s.head, "ctc", "ctc")
     try:
-        extra = json.loads((path / CONFIG_FILE).read_text())["extra"]
+        extra = head_extra(path)
         frames, ctc_weight = int(extra["config"]["frames"]), float(extra["ctc_weight"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         raise SpecjaxError(
             f"CTC drafter {path} records no frames and ctc_weight: retrain it with "
             "python -m train_heads.train --config=smollm2_ctc"
@@ -495,12 +493,7 @@ class SprinterSettings:
     """A draft model (`--draft`), SPRINTER's verifier trained for it at `head` (empty: the one
     shipped for the target and its shipped draft), the flag threshold and K."""
 
-    head: str = setting(
-        "",
-        "head",
-        "redrafter/medusa/ctc: a trained head directory (train_heads.train, final/); empty: the "
-        "head shipped for the target.",
-    )
+    head: str = head_setting()
     threshold: float = setting(
         0.5,
         "threshold",

@@ -152,7 +152,7 @@ class SprinterDrafter:
         if ids is not None:
             token = ids[token]
         embed = params.draft.embed[token] if self.with_token else None
-        verifier, _ = for_temperature(params.verifier, self.temperatures, sampling.temperature)
+        verifier = for_temperature(params.verifier, self.temperatures, sampling.temperature)
         score = acceptance_score(verifier, verifier_features(hidden, embed))
         slot = jnp.minimum(state.n_run, K - 1)
         run_tokens = state.run_tokens.at[rows, slot].set(token)
