@@ -32,6 +32,7 @@ from specjax.bench_measure import (
 from specjax.bench_report import plot, summarize
 from specjax.cli import parse_flags, run_or_fail
 from specjax.methods import define_flags, settings_from_flags
+from specjax.multihost import is_primary
 from specjax.prompt_sets import load_prompts
 from specjax.verify_cost import verify_cost_curve
 
@@ -102,6 +103,13 @@ flags.DEFINE_bool(
     "quick", False, "Smoke run: 1 prompt from each of 2 categories, 32 tokens, 1 repeat."
 )
 flags.DEFINE_string("out", "bench_out", "Output directory (results.json, results.md, results.png).")
+flags.DEFINE_string(
+    "mesh",
+    "",
+    "Shard the target over a device mesh for our rows: auto (every device, on the model axis) or "
+    "DATAxMODEL. Default: none on one process; auto in a multi-process run (--distributed), "
+    "where process 0 writes the results and the peers are left out.",
+)
 
 QUICK_CATEGORIES = 2
 
@@ -254,9 +262,13 @@ def _head_for(method_name: str) -> str:
 
 def _make_peers(model, draft_model, max_len: int, gamma: int) -> tuple[list, dict[str, str]]:
     """[(row name, runner, mode)] for the installed peers, and {row name: why not} for the rest."""
+    import jax
+
     from specjax import bench_peers
 
     rows, missing = [], {}
+    if jax.process_count() > 1:  # a peer is one process's program: it has no place in the others
+        return rows, {p: f"not run across {jax.process_count()} processes" for p in FLAGS.peers}
     for peer in FLAGS.peers:
         if peer == "transformers":
             try:
@@ -327,6 +339,7 @@ def run_bench() -> dict:
     from specjax.chat import encode_prompt
     from specjax.engine import generate
     from specjax.methods import make_drafter
+    from specjax.sharding import mesh_from_flag, shard_params
 
     per_cat, max_new, repeats = FLAGS.per_category, FLAGS.max_new_tokens, FLAGS.repeats
     max_cats = None
@@ -359,6 +372,8 @@ def run_bench() -> dict:
         raise SpecjaxError(f"{FLAGS.model} has no tokenizer; the bench needs one for its prompts")
     chat = model.has_chat_template
     ids = [encode_prompt(model.tokenizer, text, chat) for _, text in prompts]
+    mesh = mesh_from_flag(FLAGS.mesh)
+    params = model.params if mesh is None else shard_params(model.params, mesh)
     from specjax.methods import pool_after
 
     for mode in FLAGS.pool_modes:
@@ -393,7 +408,10 @@ def run_bench() -> dict:
 
     raw = []
     n_rows = len(ours) + len(peers)
-    bar = tqdm(total=len(prompts) * n_rows, desc="bench", unit="run", file=sys.stderr)
+    bar = tqdm(
+        total=len(prompts) * n_rows, desc="bench", unit="run", file=sys.stderr,
+        disable=not is_primary(),
+    )  # fmt: skip
     for index, ((cat, _), prompt) in enumerate(zip(prompts, ids, strict=True)):
         vanilla_tokens = None
         for name, kind, draft, accept in ours:
@@ -411,14 +429,13 @@ def run_bench() -> dict:
                 drafter=drafter,
                 draft_params=dparams,
                 acceptance=policy,
+                mesh=mesh,
             )
-            first = generate(model.config, model.params, [prompt], keep_state=warm, **kw)
+            first = generate(model.config, params, [prompt], keep_state=warm, **kw)
             if warm:  # the next prompt starts from this one's pool; the timed runs from the old
                 warm_pools[pool_key] = pool_after(first)
                 first = dataclasses.replace(first, final_state=None)
-            secs = [
-                generate(model.config, model.params, [prompt], **kw).seconds for _ in range(repeats)
-            ]
+            secs = [generate(model.config, params, [prompt], **kw).seconds for _ in range(repeats)]
             toks = first.tokens[0]
             vanilla_tokens = toks if vanilla_tokens is None else vanilla_tokens
             raw.append(
@@ -491,6 +508,8 @@ def run_bench() -> dict:
         cpu_count=os.cpu_count(),
         backend=jax.default_backend(),
         device=str(jax.local_devices()[0].device_kind),
+        mesh=None if mesh is None else dict(mesh.shape),
+        processes=jax.process_count(),
         model=model.source,
         prompts=FLAGS.prompts,
         categories=sorted({c for c, _ in prompts}),
@@ -524,6 +543,8 @@ def run_bench() -> dict:
 
 def main(argv):
     res = run_or_fail(argv, run_bench, "--prompts=humaneval")
+    if not is_primary():
+        return
     out = Path(FLAGS.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(res, indent=1, default=str))

@@ -1,5 +1,6 @@
 """What every specjax command line shares: one-line errors with exit 2, quiet logging by default,
-phase notices for slow steps, and JAX's persistent compilation cache."""
+phase notices for slow steps, JAX's persistent compilation cache, and joining a multi-process run
+(`specjax.multihost`) before anything else touches JAX."""
 
 from __future__ import annotations
 
@@ -19,6 +20,22 @@ flags.DEFINE_bool(
     "Keep compiled XLA programs in the specjax cache directory, so a second run skips most "
     "compilation (--nocompile_cache turns it off; JAX_COMPILATION_CACHE_DIR overrides the place).",
 )
+
+flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Join a multi-process JAX run (jax.distributed.initialize) before any computation. On a Cloud "
+    "TPU VM slice this flag alone does it (run the same command on every worker); elsewhere also "
+    "give --coordinator_address, --num_processes and --process_id, or JAX_COORDINATOR_ADDRESS, "
+    "JAX_NUM_PROCESSES and JAX_PROCESS_ID.",
+)
+flags.DEFINE_string(
+    "coordinator_address",
+    "",
+    "host:port of process 0's coordinator for a multi-process run (implies --distributed).",
+)
+flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
+flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
 
 
 def fail(message: str) -> None:
@@ -50,9 +67,15 @@ def parse_flags(argv: list[str]) -> list[str]:
         logging.set_verbosity(logging.WARNING)
         # transformers announces at import that torch is absent; a JAX user needs no torch.
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    show_phases(True)
     if FLAGS.compile_cache:
         enable_compilation_cache()
+    from specjax.multihost import initialize_from_flags, is_primary
+
+    try:
+        initialize_from_flags(FLAGS)
+    except SpecjaxError as e:
+        fail(str(e))
+    show_phases(is_primary())  # one process's phase notices are enough
     return rest
 
 

@@ -24,6 +24,7 @@ from specjax.methods import (
     method_with_needs,
     settings_from_flags,
 )
+from specjax.multihost import is_primary
 
 DEFAULT_PROMPT = "Explain in three sentences why the sky is blue."
 
@@ -66,6 +67,12 @@ flags.DEFINE_enum(
     "approximate, reported as lossless=false. auto: the method's own (exact, but sprinter for "
     "sprinter).",
 )
+flags.DEFINE_string(
+    "mesh",
+    "",
+    "Shard the target over a device mesh: auto (every device, on the model axis) or DATAxMODEL "
+    "(2x4). Default: none on one process; auto in a multi-process run (--distributed).",
+)
 flags.DEFINE_bool(
     "stream",
     None,
@@ -74,7 +81,8 @@ flags.DEFINE_bool(
 
 
 def _status(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    if is_primary():  # one process of a multi-process run speaks for all
+        print(msg, file=sys.stderr, flush=True)
 
 
 def run(argv_flags=FLAGS, on_text=None) -> dict:
@@ -85,6 +93,7 @@ def run(argv_flags=FLAGS, on_text=None) -> dict:
     from models.loading import load_model
     from specjax.engine import generate, stream
     from specjax.sampling import SamplingConfig
+    from specjax.sharding import mesh_from_flag, shard_params
 
     method = argv_flags.method
     spec = method_with_needs(method, pool=bool(argv_flags.pool), head=bool(argv_flags.head))
@@ -118,8 +127,14 @@ def run(argv_flags=FLAGS, on_text=None) -> dict:
     )
     if getattr(settings, "gamma", None) == "auto":
         _status(f"--gamma=auto chose gamma {drafter.gamma} for this machine")
+    mesh = mesh_from_flag(argv_flags.mesh)
+    params = model.params
+    if mesh is not None:
+        params = shard_params(params, mesh)
+        _status(f"target sharded over a {dict(mesh.shape)} mesh of {mesh.size} devices")
     _status(f"generating with {method} (first call compiles) ...")
     kwargs = dict(
+        mesh=mesh,
         max_new_tokens=argv_flags.max_new_tokens,
         sampling=sampling,
         eos_ids=model.eos_ids,
@@ -131,12 +146,12 @@ def run(argv_flags=FLAGS, on_text=None) -> dict:
         keep_state=keep_pool,
     )
     if on_text is None:
-        result = generate(model.config, model.params, [prompt_ids], **kwargs)
+        result = generate(model.config, params, [prompt_ids], **kwargs)
     else:
-        tokens_stream = stream(model.config, model.params, [prompt_ids], **kwargs)
+        tokens_stream = stream(model.config, params, [prompt_ids], **kwargs)
         _print_as_produced(tokens_stream, model.tokenizer, on_text)
         result = tokens_stream.result
-    if keep_pool:
+    if keep_pool and is_primary():
         from specjax.methods import pool_after
         from specjax.phrase_pool import save_pool
 
@@ -188,7 +203,10 @@ def _write(piece: str) -> None:
 
 def main(argv: list[str]) -> None:
     streaming = not FLAGS.json and (sys.stdout.isatty() if FLAGS.stream is None else FLAGS.stream)
+    streaming = streaming and is_primary()
     out = run_or_fail(argv, lambda: run(FLAGS, _write if streaming else None), "--prompt='...'")
+    if not is_primary():
+        return
     if FLAGS.json:
         print(json.dumps(out))
         return

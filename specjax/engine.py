@@ -37,6 +37,7 @@ from models.transformer import (
 from specjax.acceptance import AcceptancePolicy, ExactAcceptance
 from specjax.candidates import NO_PARENT, Candidates, DraftContext, Prefill, Verified, tree_mask
 from specjax.drafter import Drafter
+from specjax.multihost import put_global, to_host, tree_to_host
 from specjax.sampling import SamplingConfig, sample_token
 from specjax.sharding import batch_sharding, constrain_cache, placement, state_shardings
 
@@ -598,24 +599,25 @@ def _prepare(
     rows = (jnp.asarray(prompt_BP), jnp.asarray(prompt_len_B), row_keys)
     weights = decode_layout((params, draft_params), mesh)
     if mesh is not None:
-        rows = tuple(jax.device_put(x, batch_sharding(mesh, x.shape)) for x in rows)
+        rows = tuple(put_global(x, batch_sharding(mesh, x.shape)) for x in rows)
         # Anything not yet on the mesh (a draft model left unsharded) goes there replicated.
-        weights = jax.device_put(weights, placement(weights, mesh))
+        weights = put_global(weights, placement(weights, mesh))
     return _Call(config, spec, drafter, cache_len, mesh, (*weights, *rows))
 
 
 def _result(state: DecodeState, seconds: float, compile_seconds: float, keep_state: bool):
-    out = np.asarray(state.out_tokens)
-    num_new = np.asarray(state.num_new)
+    # to_host: under a mesh spanning several processes, each holds only its rows' shards.
+    out = to_host(state.out_tokens)
+    num_new = to_host(state.num_new)
     return GenerationResult(
         tokens=[out[b, : num_new[b]].tolist() for b in range(out.shape[0])],
-        target_calls=np.asarray(state.target_calls).tolist(),
-        drafted=np.asarray(state.drafted).tolist(),
-        accepted=np.asarray(state.accepted).tolist(),
+        target_calls=to_host(state.target_calls).tolist(),
+        drafted=to_host(state.drafted).tolist(),
+        accepted=to_host(state.accepted).tolist(),
         seconds=seconds,
         compile_seconds=compile_seconds,
         final_state=state if keep_state else None,
-        accept_lengths=np.asarray(state.accept_lengths).tolist(),
+        accept_lengths=to_host(state.accept_lengths).tolist(),
     )
 
 
@@ -674,7 +676,7 @@ class TokenStream:
         sent = np.zeros((c.batch,), np.int64)
         while True:
             t0 = time.perf_counter()
-            out, num_new, done = jax.device_get((state.out_tokens, state.num_new, state.done))
+            out, num_new, done = tree_to_host((state.out_tokens, state.num_new, state.done))
             seconds += time.perf_counter() - t0
             yield [out[b, sent[b] : num_new[b]].tolist() for b in range(c.batch)]
             sent = num_new.astype(np.int64)

@@ -10,7 +10,9 @@ Exact resume: the batch of step k is a function of (seed, k) only (a seeded perm
 epoch), the state is the whole optimizer state, and orbax restores it bit for bit, so a run
 stopped at step k and resumed ends with the same parameters as one that never stopped.
 With more than one device, batches are split over a ("data",) mesh axis and the parameters are
-replicated; on one device nothing changes.
+replicated; on one device nothing changes. The mesh spans every process of a multi-process run
+(`--distributed`, `specjax.multihost`): each process builds only its devices' rows of a batch, and
+only process 0 writes the metrics log and final/ (orbax coordinates the checkpoints).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from configs.train_loop import TrainLoop
 from models.errors import SpecjaxError
 from models.loading import Model
 from specjax.cli import parse_flags, run_or_fail
+from specjax.multihost import global_rows, is_primary, tree_to_host
 from train_heads.checkpoint import Checkpoints
 
 # Fields that may differ when resuming: where things are, how often to report, and how long to go
@@ -122,11 +125,19 @@ def data_mesh(batch_size: int) -> Mesh | None:
     return Mesh(np.asarray(jax.devices()), ("data",))
 
 
-def _put(tree, mesh: Mesh | None, batch: bool):
+def _replicate(tree, mesh: Mesh | None):
     if mesh is None:
         return jax.device_put(tree)
-    spec = PartitionSpec("data") if batch else PartitionSpec()
-    return jax.device_put(tree, NamedSharding(mesh, spec))
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def _batch(data, idx: np.ndarray, mesh: Mesh | None):
+    """Rows idx of `data` on the devices; with a mesh split over "data", each process reading
+    only the rows its own devices hold."""
+    if mesh is None:
+        return jax.device_put(_rows(data, idx))
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    return global_rows(lambda local: _rows(data, local), idx, sharding)
 
 
 def _rows(data, idx: np.ndarray):
@@ -155,9 +166,8 @@ def evaluate(
     n = _num_rows(data)
     totals: dict[str, float] = {}
     for lo in range(0, n, batch_size):
-        idx = np.arange(lo, min(lo + batch_size, n))
-        batch = _rows(data, _pad_rows(idx, batch_size))
-        sums = jax.device_get(eval_fn(params, frozen, _put(batch, mesh, True)))
+        idx = _pad_rows(np.arange(lo, min(lo + batch_size, n)), batch_size)
+        sums = tree_to_host(eval_fn(params, frozen, _batch(data, idx, mesh)))
         for k, v in sums.items():
             totals[k] = totals.get(k, 0.0) + float(v)
     count = max(totals.pop("count", 0.0), 1.0)
@@ -181,21 +191,27 @@ def _step_of(line: str) -> float:
 
 
 class _MetricsLog:
-    """Appends one JSON object per line; on resume, lines past the restored step are dropped."""
+    """Appends one JSON object per line; on resume, lines past the restored step are dropped.
+    Only process 0 of a multi-process run writes (the others' records are the same)."""
 
     def __init__(self, path: Path, resume_step: int):
         self.path = path
+        self._f = None
+        if not is_primary():
+            return
         if path.is_file():
             kept = [line for line in path.read_text().splitlines() if _step_of(line) <= resume_step]
             path.write_text("".join(line + "\n" for line in kept))
         self._f = open(path, "a")
 
     def write(self, record: dict) -> None:
-        self._f.write(json.dumps(record) + "\n")
-        self._f.flush()
+        if self._f is not None:
+            self._f.write(json.dumps(record) + "\n")
+            self._f.flush()
 
     def close(self) -> None:
-        self._f.close()
+        if self._f is not None:
+            self._f.close()
 
 
 def fit(
@@ -217,18 +233,19 @@ def fit(
     must add nothing to the loss's sums (it pads the last eval batch). Checkpoints go to
     hp.out_dir/checkpoints every hp.save_every steps; `resume` continues from the newest one.
     `stop_after` ends the run early at that step (with a checkpoint), as an interruption would.
-    `on_eval(step, state, held-out metrics)` runs after each evaluation (keeping the best one).
+    `on_eval(step, state, held-out metrics)` runs after each evaluation (keeping the best one),
+    on process 0 only in a multi-process run.
     """
     hp.validate()
     out = Path(hp.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mesh = data_mesh(hp.batch_size)
     optimizer, step_fn, eval_fn = _compiled(loss_fn, hp)
-    frozen = _put(frozen, mesh, False)
+    frozen = _replicate(frozen, mesh)
     state = TrainState(
         step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params)
     )
-    state = _put(state, mesh, False)  # replicated over the data axis
+    state = _replicate(state, mesh)  # replicated over the data axis
     meta = {"config": dataclasses.asdict(hp), "data": data_checksum((train_data, eval_data))}
     ckpts = Checkpoints(out / CHECKPOINT_DIR, hp.max_to_keep)
     try:
@@ -236,22 +253,23 @@ def fit(
         start = int(state.step)
         end = hp.steps if stop_after is None else min(hp.steps, stop_after)
         log = _MetricsLog(out / METRICS_FILE, start)
-        bar = tqdm(total=hp.steps, initial=start, desc="train", unit="step", disable=not progress)
+        show = progress and is_primary()
+        bar = tqdm(total=hp.steps, initial=start, desc="train", unit="step", disable=not show)
         shown: dict[str, str] = {}
         t0 = time.time()
         for step in range(start, end):
             idx = batch_indices(hp.seed, step, _num_rows(train_data), hp.batch_size)
-            state, metrics = step_fn(frozen, state, _put(_rows(train_data, idx), mesh, True))
+            state, metrics = step_fn(frozen, state, _batch(train_data, idx, mesh))
             done = step + 1
             if done % hp.log_every == 0 or done == end:
-                m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                m = {k: float(v) for k, v in tree_to_host(metrics).items()}
                 log.write({"step": done, "split": "train", **m, "seconds": time.time() - t0})
                 shown.update(loss=f"{m['loss']:.3f}", top1=f"{m.get('top1', 0):.3f}")
             if done % hp.eval_every == 0 or done == hp.steps:
                 ev = evaluate(eval_fn, state.params, frozen, eval_data, hp.batch_size, mesh)
                 log.write({"step": done, "split": "eval", **ev})
                 shown.update(eval_loss=f"{ev['loss']:.3f}", eval_top1=f"{ev.get('top1', 0):.3f}")
-                if on_eval is not None:
+                if on_eval is not None and is_primary():
                     on_eval(done, state, ev)
             if done % hp.save_every == 0 or done == end:
                 ckpts.save(done, state, meta)
@@ -400,12 +418,12 @@ def train_draft_lm(
         progress=progress,
     )
     final_dir = None
-    if int(state.step) == cfg.steps:
-        own = model_lm.cast(jax.device_get(state.params), target.params.dtype)
+    if int(state.step) == cfg.steps and is_primary():
+        own = model_lm.cast(tree_to_host(state.params), target.params.dtype)
         final_dir = model_lm.save_draft(
             Path(cfg.out_dir) / FINAL_DIR,
             draft_config,
-            model_lm.merge(own, jax.device_get(frozen)),
+            model_lm.merge(own, tree_to_host(frozen)),
             target_source=target.source,
         )
     return DraftLMResult(state=state, config=draft_config, final_dir=final_dir)
@@ -461,8 +479,8 @@ def train_recurrent_head(
     run = dict(resume=resume, stop_after=stop_after, progress=progress)
     state = fit(make_head_loss(cfg.draft_length), own, frozen, train, held_out, cfg, **run)
     final_dir = None
-    if int(state.step) == cfg.steps:
-        head = jax.device_get(state.params).replace(head_token_ids=ids)
+    if int(state.step) == cfg.steps and is_primary():
+        head = tree_to_host(state.params).replace(head_token_ids=ids)
         extra = {"train_tokens": train_tokens, "config": dataclasses.asdict(cfg)}
         final_dir = save_head(Path(cfg.out_dir) / FINAL_DIR, head, c, target.params, extra=extra)
     return HeadResult(state=state, final_dir=final_dir)
@@ -493,8 +511,8 @@ def train_medusa_heads(
         make_medusa_loss(cfg.num_heads, cfg.decay), own, frozen, train, held_out, cfg, **run
     )
     final_dir = None
-    if int(state.step) == cfg.steps:
-        heads = jax.device_get(state.params).replace(head_token_ids=ids)
+    if int(state.step) == cfg.steps and is_primary():
+        heads = tree_to_host(state.params).replace(head_token_ids=ids)
         accuracy = rank_accuracy(heads, held_out, cfg.tree_ranks)
         extra = {
             "train_tokens": train_tokens,
@@ -543,8 +561,8 @@ def train_ctc_drafter(
         **run,
     )
     final_dir = None
-    if int(state.step) == cfg.steps:
-        trained = jax.device_get(state.params).replace(head_token_ids=ids)
+    if int(state.step) == cfg.steps and is_primary():
+        trained = tree_to_host(state.params).replace(head_token_ids=ids)
         params = attach(trained, target.params)
         accuracy = chain_rank_accuracy(
             layer_config, params, held_out, cfg.frames, cfg.tree_ranks, cfg.ctc_weight > 0
@@ -614,14 +632,14 @@ def train_sprinter_verifier(
         if is_head_dir(best_dir) and head_extra(best_dir).get("mean_accuracy", -1) >= accuracy:
             return
         report = verifier_report(metrics, temps)
-        params = jax.device_get(state.params)
+        params = tree_to_host(state.params)
         record = {**extra, "step": step, "mean_accuracy": accuracy, "held_out": report}
         save_head(best_dir, params, c, target.params, extra=record)
 
     run = dict(resume=resume, stop_after=stop_after, progress=progress)
     state = fit(make_verifier_loss(), own, embed, train, held_out, cfg, on_eval=keep_best, **run)
     final_dir = None
-    if int(state.step) == cfg.steps:
+    if int(state.step) == cfg.steps and is_primary():
         final_dir = out / FINAL_DIR
         if final_dir.exists():
             shutil.rmtree(final_dir)
@@ -692,6 +710,8 @@ def main(argv: list[str]) -> None:
         return train_draft_lm(cfg, resume=FLAGS.resume)
 
     result = run_or_fail(argv, run, "--steps=100")
+    if not is_primary():
+        return
     if isinstance(result, HeadResult) and result.final_dir is not None:
         print(f"head saved to {result.final_dir} (models/head_file.py)")
     elif result.final_dir is not None:
