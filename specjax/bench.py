@@ -339,7 +339,7 @@ def run_bench() -> dict:
     from specjax.chat import encode_prompt
     from specjax.engine import generate
     from specjax.methods import make_drafter
-    from specjax.sharding import mesh_from_flag, shard_params
+    from specjax.sharding import mesh_from_flag, parse_mesh_flag, shard_params
 
     per_cat, max_new, repeats = FLAGS.per_category, FLAGS.max_new_tokens, FLAGS.repeats
     max_cats = None
@@ -357,6 +357,7 @@ def run_bench() -> dict:
         methods.method(m)  # an unknown or unbuilt method fails here, before any model work
         _gammas(m)  # and so does a bad --gamma
     _beam_shapes()  # and bad --beams
+    parse_mesh_flag(FLAGS.mesh)  # and a malformed --mesh
     for a in FLAGS.accept:
         if a != "auto":
             make_policy(a)  # an unknown policy fails here, before any model work

@@ -93,8 +93,9 @@ def run(argv_flags=FLAGS, on_text=None) -> dict:
     from models.loading import load_model
     from specjax.engine import generate, stream
     from specjax.sampling import SamplingConfig
-    from specjax.sharding import mesh_from_flag, shard_params
+    from specjax.sharding import mesh_from_flag, parse_mesh_flag, shard_params
 
+    parse_mesh_flag(argv_flags.mesh)  # a malformed --mesh fails before any loading
     method = argv_flags.method
     spec = method_with_needs(method, pool=bool(argv_flags.pool), head=bool(argv_flags.head))
     settings = settings_from_flags(method, argv_flags)

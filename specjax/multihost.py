@@ -66,7 +66,12 @@ def initialize_from_flags(flag_values) -> None:
     def given(value, env: str, kind=str):
         if value is not None and value != "":
             return value
-        return kind(os.environ[env]) if os.environ.get(env) else None
+        if not os.environ.get(env):
+            return None
+        try:
+            return kind(os.environ[env])
+        except ValueError:
+            raise SpecjaxError(f"{env}={os.environ[env]!r} is not a number") from None
 
     initialize(
         given(flag_values.coordinator_address, "JAX_COORDINATOR_ADDRESS"),

@@ -52,23 +52,33 @@ def make_mesh(data: int = 1, model: int | None = None) -> Mesh:
     return Mesh(np.asarray(devices[: data * model]).reshape(data, model), MESH_AXES)
 
 
+def parse_mesh_flag(value: str) -> tuple[int, int] | str:
+    """--mesh checked without touching devices: "" or "auto" as given, "DxM" as (D, M)."""
+    from models.errors import SpecjaxError
+
+    if value in ("", "auto"):
+        return value
+    data, _, model = value.partition("x")
+    if not (data.isdigit() and model.isdigit()) or int(data) < 1 or int(model) < 1:
+        raise SpecjaxError(f"--mesh is auto or DATAxMODEL (2x4, say), got {value!r}")
+    return int(data), int(model)
+
+
 def mesh_from_flag(value: str) -> Mesh | None:
     """The mesh a --mesh flag names: "" none (one device), "auto" the target over every device
     ("model"), "DxM" D-way data by M-way model. A multi-process run always gets a mesh over every
     process's devices ("auto" unless DxM says otherwise)."""
     from models.errors import SpecjaxError
 
-    n = jax.device_count()
-    if not value:
-        return make_mesh(1) if jax.process_count() > 1 else None
-    if value == "auto":
+    shape = parse_mesh_flag(value)
+    n, processes = jax.device_count(), jax.process_count()
+    if shape == "":
+        return make_mesh(1) if processes > 1 else None
+    if shape == "auto":
         return make_mesh(1)
-    data, _, model = value.partition("x")
-    if not (data.isdigit() and model.isdigit()) or int(data) < 1 or int(model) < 1:
-        raise SpecjaxError(f"--mesh is auto or DATAxMODEL (2x4, say), got {value!r}")
-    data, model = int(data), int(model)
-    if data * model > n or (jax.process_count() > 1 and data * model != n):
-        need = "all" if jax.process_count() > 1 else "at most"
+    data, model = shape
+    if data * model > n or (processes > 1 and data * model != n):
+        need = "all" if processes > 1 else "at most"
         raise SpecjaxError(f"--mesh={value} needs {data * model} devices; it may use {need} {n}")
     return make_mesh(data, model)
 

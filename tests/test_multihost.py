@@ -190,3 +190,25 @@ def test_a_two_process_sharded_decode_gives_the_single_device_tokens(stories_dir
     assert sharded["target_calls"] == single["target_calls"]
     # Process 1 prints nothing of its own (gloo's C++ announces its connections on stdout).
     assert re.sub(r"\[Gloo\][^\[]*", "", stdouts[1]).strip() == "", stdouts[1]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--coordinator_address=127.0.0.1:1", "--num_processes=2", "--process_id=2"],
+         "--process_id must be in [0, 2)"),
+        (["--distributed"], "could not join the multi-process run"),
+        (["--mesh=2y2"], "--mesh is auto or DATAxMODEL"),
+    ],
+    ids=["process_id_out_of_range", "no_coordinator", "malformed_mesh"],
+)  # fmt: skip
+def test_a_bad_multi_process_setting_is_one_error_line(args, message):
+    env = _env(1)
+    for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        env.pop(k, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "specjax.decode", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
