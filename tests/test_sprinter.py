@@ -44,7 +44,11 @@ def _sprinter(
     return drafter, SprinterParams(draft=draft, verifier=verifier)
 
 
-@pytest.mark.parametrize("prompts", [PROMPTS[2:], PROMPTS], ids=["one", "three_ragged"])
+@pytest.mark.parametrize(
+    "prompts",
+    [pytest.param(PROMPTS[2:], marks=pytest.mark.extended), PROMPTS],  # one row: the batch's twin
+    ids=["one", "three_ragged"],
+)
 def test_exact_mode_greedy_equals_vanilla(prompts, target):
     vanilla = generate(TARGET, target, prompts, max_new_tokens=40)
     drafter, dparams = _sprinter(TARGET, target, bias=0.5, scale=3.0)
@@ -59,7 +63,7 @@ def test_exact_mode_greedy_equals_vanilla(prompts, target):
     assert lengths[2:].sum() > 0
 
 
-@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("batch", [pytest.param(1, marks=pytest.mark.extended), 3])  # 1: a twin
 def test_a_verifier_that_always_flags_is_sd_with_gamma_one(batch, target):
     prompts = PROMPTS[:batch]
     sd, sd_params = make_drafter("sd", TARGET, target, draft="self:2", gamma=1)
