@@ -339,7 +339,7 @@ def run_bench() -> dict:
     from specjax.chat import encode_prompt
     from specjax.engine import generate
     from specjax.methods import make_drafter
-    from specjax.sharding import mesh_from_flag, parse_mesh_flag, shard_params
+    from specjax.sharding import parse_mesh_flag, target_on_mesh
 
     per_cat, max_new, repeats = FLAGS.per_category, FLAGS.max_new_tokens, FLAGS.repeats
     max_cats = None
@@ -373,8 +373,7 @@ def run_bench() -> dict:
         raise SpecjaxError(f"{FLAGS.model} has no tokenizer; the bench needs one for its prompts")
     chat = model.has_chat_template
     ids = [encode_prompt(model.tokenizer, text, chat) for _, text in prompts]
-    mesh = mesh_from_flag(FLAGS.mesh)
-    params = model.params if mesh is None else shard_params(model.params, mesh)
+    params, mesh = target_on_mesh(model.params, FLAGS.mesh)
     from specjax.methods import pool_after
 
     for mode in FLAGS.pool_modes:

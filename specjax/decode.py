@@ -93,7 +93,7 @@ def run(argv_flags=FLAGS, on_text=None) -> dict:
     from models.loading import load_model
     from specjax.engine import generate, stream
     from specjax.sampling import SamplingConfig
-    from specjax.sharding import mesh_from_flag, parse_mesh_flag, shard_params
+    from specjax.sharding import parse_mesh_flag, target_on_mesh
 
     parse_mesh_flag(argv_flags.mesh)  # a malformed --mesh fails before any loading
     method = argv_flags.method
@@ -128,10 +128,8 @@ def run(argv_flags=FLAGS, on_text=None) -> dict:
     )
     if getattr(settings, "gamma", None) == "auto":
         _status(f"--gamma=auto chose gamma {drafter.gamma} for this machine")
-    mesh = mesh_from_flag(argv_flags.mesh)
-    params = model.params
+    params, mesh = target_on_mesh(model.params, argv_flags.mesh)
     if mesh is not None:
-        params = shard_params(params, mesh)
         _status(f"target sharded over a {dict(mesh.shape)} mesh of {mesh.size} devices")
     _status(f"generating with {method} (first call compiles) ...")
     kwargs = dict(

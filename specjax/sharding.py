@@ -83,6 +83,13 @@ def mesh_from_flag(value: str) -> Mesh | None:
     return make_mesh(data, model)
 
 
+def target_on_mesh(params: ModelParams, value: str) -> tuple[ModelParams, Mesh | None]:
+    """(params, mesh) as a --mesh flag asks: the target placed by the rules on `mesh_from_flag`'s
+    mesh, or left as it is (and None) when there is no mesh."""
+    mesh = mesh_from_flag(value)
+    return (params, None) if mesh is None else (shard_params(params, mesh), mesh)
+
+
 def spec_for(shape: tuple[int, ...], axes: tuple[str | None, ...], mesh: Mesh) -> PartitionSpec:
     """Maps logical axes to mesh axes, replicating any dimension the mesh axis does not divide."""
     out = []
