@@ -172,3 +172,44 @@ def test_feature_settings_are_part_of_resuming(target, made):
         make_data(target, PROMPTS, out, hidden=True, **SETTINGS)
     with pytest.raises(SpecjaxError, match="topk must be in"):
         make_data(target, PROMPTS, out, topk=-1, **SETTINGS)
+
+
+def test_token_only_copy_ships_compressed_and_gets_its_features_back(target, tmp_path):
+    """The answers are versioned as tokens alone; --from_data with --hidden/--topk rebuilds the
+    full data from them, shard for shard, as if they had been answered again."""
+    import zipfile
+
+    from train_heads.data import copy_data
+
+    full = tmp_path / "full"
+    made = make_data(target, PROMPTS, full, hidden=True, topk=3, **SETTINGS)
+    bare = tmp_path / "bare"
+    copied = copy_data(target, full, bare, progress=False)
+    assert "hidden" not in copied["settings"] and "topk" not in copied["settings"]
+    for entry in copied["shards"]:
+        assert set(read_shard(bare / entry["file"])) == set(data.SHARD_ARRAYS)
+        with zipfile.ZipFile(bare / entry["file"]) as z:
+            assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in z.infolist())
+    rebuilt = copy_data(target, bare, tmp_path / "rebuilt", hidden=True, topk=3, progress=False)
+    for key in ("settings", "examples", "tokens", "generated_tokens", "prompts_sha256"):
+        assert rebuilt[key] == made[key]
+    for entry in made["shards"]:
+        want = read_shard(full / entry["file"])
+        got = read_shard(tmp_path / "rebuilt" / entry["file"])
+        assert set(got) == set(want)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])
+    # A copy that keeps features already there reads them rather than recomputing them.
+    kept = copy_data(target, full, tmp_path / "kept", hidden=True, progress=False)
+    assert kept["settings"] == {k: v for k, v in made["settings"].items() if k != "topk"}
+
+
+def test_copying_answers_of_another_target_or_onto_the_source_is_one_line(target, made, tmp_path):
+    from train_heads.data import copy_data
+
+    out, _ = made
+    other = Model(TINY_TARGET, init_params(TINY_TARGET, jax.random.key(1)), None, "other")
+    with pytest.raises(SpecjaxError, match="answers of another target"):
+        copy_data(other, out, tmp_path / "x", progress=False)
+    with pytest.raises(SpecjaxError, match="must differ"):
+        copy_data(target, out, out, progress=False)

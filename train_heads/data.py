@@ -254,9 +254,14 @@ def _make_shard(target, prompt_ids, lo, hi, path, sampling, settings, bar) -> di
             "%s: skipped %d prompts over max_prompt_tokens", path.name, hi - lo - len(keep)
         )
     bar.update(hi - lo - len(keep))
-    seqs, prompt_len = [], []
-    for start in range(0, len(keep), B):
-        idx = keep[start : start + B]
+    # Answered shortest first: a batch pads to its longest prompt, so batching neighbours in
+    # length keeps the prefill's padding and the cache (which every decode step attends over)
+    # small. A row's answer depends on its own prompt and seed, so the shard still lists the
+    # examples in prompt order.
+    by_length = sorted(keep, key=lambda j: len(prompt_ids[j]))
+    answers = {}
+    for start in range(0, len(by_length), B):
+        idx = by_length[start : start + B]
         # A short last batch is padded with copies of its first prompt: one compiled batch size.
         batch = [prompt_ids[j] for j in idx] + [prompt_ids[idx[0]]] * (B - len(idx))
         seeds = [(settings["seed"] * 1_000_003 + j) % 2**32 for j in idx]
@@ -270,10 +275,10 @@ def _make_shard(target, prompt_ids, lo, hi, path, sampling, settings, bar) -> di
             eos_ids=target.eos_ids,
             seed=seeds,
         )
-        for j, new in zip(idx, result.tokens, strict=False):
-            seqs.append(list(prompt_ids[j]) + list(new))
-            prompt_len.append(len(prompt_ids[j]))
+        answers |= dict(zip(idx, result.tokens, strict=False))
         bar.update(len(idx))
+    seqs = [list(prompt_ids[j]) + list(answers[j]) for j in keep]
+    prompt_len = [len(prompt_ids[j]) for j in keep]
     lengths = np.asarray([len(s) for s in seqs], np.int64)
     arrays = {
         "tokens": np.asarray([t for s in seqs for t in s], np.int32),
@@ -294,6 +299,70 @@ def _make_shard(target, prompt_ids, lo, hi, path, sampling, settings, bar) -> di
         "tokens": n_tokens,
         "generated_tokens": n_tokens - int(sum(prompt_len)),
     }
+
+
+def copy_data(
+    target: Model,
+    src_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    hidden: bool = False,
+    topk: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Copies a data directory with the target features asked for; returns the new manifest.
+
+    Answering the prompts is the slow part of making data (decode is one token per row per step);
+    the features are one teacher-forced forward per answer. So the answers are kept as tokens
+    alone (no features: a compressed copy small enough to version), and the hidden states or top-k
+    logits are added back from them with `hidden` / `topk`: recomputed from the tokens, or copied
+    when the source holds them. The source must have been made by this target. Resumes like
+    `make_data`.
+    """
+    if topk < 0 or topk > target.config.V:
+        raise SpecjaxError(f"topk must be in [0, {target.config.V}], got {topk}")
+    src, out = Path(src_dir), Path(out_dir)
+    if src.resolve() == out.resolve():
+        raise SpecjaxError(f"--out must differ from the source data directory {src}")
+    manifest = load_manifest(src)
+    fingerprint = target_fingerprint(target.config, target.params)
+    if manifest["target_fingerprint"] != fingerprint:
+        raise SpecjaxError(
+            f"{src} holds answers of another target ({manifest['target']}), not {target.source}"
+        )
+    settings = {k: v for k, v in manifest["settings"].items() if k not in ("hidden", "topk")}
+    if hidden:
+        settings["hidden"] = True
+    if topk:
+        settings["topk"] = topk
+    entries = manifest["shards"]
+    manifest = {**manifest, "settings": settings, "shards": []}
+    out.mkdir(parents=True, exist_ok=True)
+    done = _finished_shards(out, manifest)
+    manifest["shards"] = [done[i] for i in sorted(done)]
+    todo = [e for e in entries if e["index"] not in done]
+    for entry in tqdm(todo, desc="features", unit="shard", disable=not progress):
+        arrays = read_shard(src / entry["file"])
+        copy = {k: arrays[k] for k in SHARD_ARRAYS}
+        reusable = (not hidden or "hidden" in arrays) and (
+            not topk or ("topk_ids" in arrays and arrays["topk_ids"].shape[1] == topk)
+        )
+        if reusable:
+            want = (["hidden"] if hidden else []) + (["topk_ids", "topk_logits"] if topk else [])
+            copy |= {k: arrays[k] for k in want}
+        else:
+            off = arrays["offsets"]
+            seqs = [arrays["tokens"][off[k] : off[k + 1]] for k in range(len(off) - 1)]
+            copy |= _target_features(target, seqs, hidden, topk)
+        save = np.savez if hidden or topk else np.savez_compressed
+        _write_atomic(out / entry["file"], lambda f, a=copy, save=save: save(f, **a))
+        manifest["shards"].append(dict(entry))
+        manifest["shards"].sort(key=lambda s: s["index"])
+        _totals(manifest)
+        _write_manifest(out, manifest)
+    _totals(manifest)
+    _write_manifest(out, manifest)
+    return manifest
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))

@@ -9,6 +9,9 @@ directory with `--exclude_data=data/selfdistill` (its prompts are skipped) and t
 `train_heads.prompts` (chat-style prompts from this project's word lists and CPython's own
 documentation, both disjoint from the benchmarks); a target without
 a tokenizer (the "tiny-random" test model) gets seeded random token prompts instead.
+The slow part is answering; `--from_data=DIR` copies answers already made, adding their hidden
+states or top-k logits (`--hidden`, `--topk`) in one teacher-forced forward each, or, with
+neither, writing the compressed token-only copy that ships in `train_heads/answers/`.
 Every user mistake is one `error:` line and exit code 2.
 """
 
@@ -51,6 +54,13 @@ def define_flags() -> None:
     )
     flags.DEFINE_integer("topk", 0, "Also record the target's k best next-token logits (0: off).")
     flags.DEFINE_string(
+        "from_data",
+        "",
+        "Copy this data directory's answers instead of answering prompts: with --hidden / --topk "
+        "their features are added (one teacher-forced forward per answer), without them the copy "
+        "is the compressed tokens alone (how the embedded default's answers ship).",
+    )
+    flags.DEFINE_string(
         "exclude_data",
         "",
         "Comma-separated data directories whose prompts are skipped here (grow the data with a "
@@ -69,7 +79,7 @@ def random_token_prompts(n: int, vocab: int, seed: int) -> list[list[int]]:
 
 
 def run() -> dict:
-    from train_heads.data import answered_prompts, make_data
+    from train_heads.data import answered_prompts, copy_data, make_data
     from train_heads.prompts import build_prompts
     from train_heads.target import load_target
 
@@ -79,6 +89,8 @@ def run() -> dict:
         raise SpecjaxError(f"--topk must be >= 0, got {FLAGS.topk}")
     print(f"loading {FLAGS.target} ...", file=sys.stderr, flush=True)
     target = load_target(FLAGS.target, FLAGS.dtype)
+    if FLAGS.from_data:
+        return copy_data(target, FLAGS.from_data, FLAGS.out, hidden=FLAGS.hidden, topk=FLAGS.topk)
     if target.tokenizer is None:
         prompts = random_token_prompts(FLAGS.num_prompts, target.config.V, FLAGS.seed)
     else:
