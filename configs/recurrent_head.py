@@ -23,17 +23,22 @@ class RecurrentHeadTrain(TrainLoop):
     draft_length: L, the RNN steps trained at once (step i predicts token t+2+i).
     num_res: residual blocks on [h, s].
     head_vocab: keep only this many most frequent answer tokens as head columns (0: all).
+    kl_weight: weight of each step's soft cross-entropy against the target's top-k distribution
+      (0: off, the original's hard labels alone; > 0 needs data made with `--topk`).
     """
 
     target: str = "smollm2"
     draft_length: int = 4
     num_res: int = 2
     head_vocab: int = 0
+    kl_weight: float = 0.0
 
     def validate(self) -> None:
         super().validate()
         if self.draft_length < 1 or self.num_res < 0 or self.head_vocab < 0:
             raise SpecjaxError("--draft_length must be >= 1, --num_res and --head_vocab >= 0")
+        if self.kl_weight < 0:
+            raise SpecjaxError(f"--kl_weight must be >= 0, got {self.kl_weight}")
 
 
 tiny_redrafter = RecurrentHeadTrain(
@@ -44,9 +49,11 @@ tiny_redrafter = RecurrentHeadTrain(
 )
 
 
-# The recipe for the embedded default (its data: `make_data --source=chat --num_prompts=1155
-# --max_new_tokens=192 --batch_size=32 --shard_size=128 --max_prompt_tokens=320 --hidden
-# --out=data/selfdistill_hidden`): the original's optimizer settings (AdamW, lr 1e-3, cosine with
+# The recipe for the embedded default. Its data: `make_data --from_data=train_heads/answers/
+# smollm2-135m-instruct/chat --hidden --out=data/selfdistill_hidden` (the shipped answers with
+# their hidden states added; the shipped head was trained on an earlier 1155-prompt chat run), and
+# the cpython answers the same way with `--data_dir=data/selfdistill_hidden,data/selfdistill_hidden2`
+# (README "Training"). The original's optimizer settings (AdamW, lr 1e-3, cosine with
 # 10 % warmup, no weight decay), L = 5 trained steps (the bench sweeps L up to 5), and a
 # 4096-token head, which keeps the saved head under 20 MB in bfloat16 (README "Training").
 # seq_len 512 holds every example whole (prompts up to 320 tokens + 192); the rows are then cropped

@@ -5,6 +5,7 @@ than an untrained one, and a stopped run resumes bit for bit."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -160,3 +161,67 @@ def test_a_stopped_head_run_resumes_bit_for_bit(tiny_hidden_data, tmp_path):
     target, data_dir = tiny_hidden_data
     cfg = dataclasses.replace(tiny_redrafter, data_dir=str(data_dir))
     assert_head_run_resumes_bit_for_bit(train_recurrent_head, cfg, target, tmp_path)
+
+
+def _with_greedy_topk(batch: HeadBatch, K: int = 3, seed: int = 7) -> HeadBatch:
+    """Top-k logits as greedy data has them: row r's best token is tokens[r + 1] (by a margin
+    that makes its softmax one-hot), the other K - 1 random and far below."""
+    B_, S_ = batch.tokens.shape
+    others = jax.random.randint(jax.random.key(seed), (B_, S_, K - 1), 1, V)
+    nxt = jnp.concatenate([batch.tokens[:, 1:], batch.tokens[:, -1:]], axis=1)
+    ids = jnp.concatenate([nxt[..., None], others], axis=-1)
+    logits = jnp.concatenate([jnp.full((B_, S_, 1), 60.0), jnp.zeros((B_, S_, K - 1))], -1)
+    return batch.replace(topk_ids=ids, topk_logits=logits)
+
+
+def test_the_kl_term_reads_the_targets_distribution_of_each_steps_own_token():
+    """Against a one-hot top-k on the true next token, every step's soft CE equals its hard CE;
+    a top-k one row off would not. The term enters the objective times kl_weight."""
+    batch, embed = _batch(5)
+    batch = _with_greedy_topk(batch)
+    head = init_head(jax.random.key(6), D, V)
+    plain, _ = make_head_loss(L)(head, HeadFrozen(embed=embed), batch)
+    total, sums = make_head_loss(L, kl_weight=0.5)(head, HeadFrozen(embed=embed), batch)
+    for i in range(L):
+        np.testing.assert_allclose(float(sums[f"soft_ce_{i}"]), float(sums[f"loss_{i}"]), 1e-4)
+    np.testing.assert_allclose(float(total), 1.5 * float(plain), rtol=1e-4)
+    off_by_one = batch.replace(topk_ids=jnp.roll(batch.topk_ids, 1, axis=1))
+    _, sums = make_head_loss(L, kl_weight=0.5)(head, HeadFrozen(embed=embed), off_by_one)
+    assert abs(float(sums["soft_ce_0"]) - float(sums["loss_0"])) > 1.0
+
+
+def test_soft_targets_outside_a_frequent_token_head_are_renormalised_away():
+    from train_heads.head_batch import label_columns, soft_cross_entropy
+
+    column = label_columns(jnp.array([3, 5], jnp.int32), 8)  # the head drafts tokens 3 and 5
+    logits = jnp.array([[[0.2, -0.4]]])
+    weight = jnp.ones((1, 1))
+    # The target splits 0.5 / 0.5 between token 5 and token 6, which the head lacks: all on 5.
+    got = soft_cross_entropy(logits, jnp.array([[[5, 6]]]), jnp.zeros((1, 1, 2)), weight, column)
+    np.testing.assert_allclose(float(got), -float(jax.nn.log_softmax(logits[0, 0])[1]), 1e-6)
+
+
+def test_training_with_the_kl_term_needs_and_reads_top_k_data(tiny_hidden_data, tmp_path):
+    """--kl_weight on data without top-k logits is one line naming the fix; with them added by
+    `copy_data --topk` (no answering again) the head trains and its loss falls."""
+    import pytest
+
+    from configs.recurrent_head import tiny_redrafter
+    from models.errors import SpecjaxError
+    from train_heads.data import copy_data
+    from train_heads.train import train_recurrent_head
+
+    target, data_dir = tiny_hidden_data
+    cfg = dataclasses.replace(
+        tiny_redrafter, data_dir=str(data_dir), out_dir=str(tmp_path / "run"), kl_weight=0.5
+    )
+    with pytest.raises(SpecjaxError, match="--topk"):
+        train_recurrent_head(cfg, target=target, progress=False)
+    soft_dir = tmp_path / "soft"
+    copy_data(target, data_dir, soft_dir, hidden=True, topk=4, progress=False)
+    cfg = dataclasses.replace(cfg, data_dir=str(soft_dir), steps=40, eval_every=10)
+    result = train_recurrent_head(cfg, target=target, progress=False)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    evals = [m for m in map(json.loads, lines) if m["split"] == "eval"]
+    assert len(evals) >= 2 and evals[-1]["soft_ce_0"] < 0.9 * evals[0]["soft_ce_0"]
+    assert result.final_dir is not None

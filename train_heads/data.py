@@ -442,25 +442,38 @@ def load_dataset(
     return tokens, mask
 
 
-def load_hidden(
-    data_dir: str | Path | Sequence[str | Path], seq_len: int | None = None
-) -> np.ndarray:
-    """float16 [N, S, D]: the target's hidden states aligned with `load_dataset`'s tokens (zeros
-    past each example's end); what heads that read the target's state train on."""
-    seqs = []
+def load_features(
+    data_dir: str | Path | Sequence[str | Path], names: Sequence[str], seq_len: int | None = None
+) -> dict[str, np.ndarray]:
+    """FEATURE_ARRAYS `names` as [N, S, ...] arrays aligned with `load_dataset`'s tokens (zeros
+    past each example's end): what heads that read the target's state or distribution train on."""
+    seqs: dict[str, list[np.ndarray]] = {k: [] for k in names}
     for d in data_dirs(data_dir):
         for entry in load_manifest(d)["shards"]:
             arrays = read_shard(d / entry["file"])
-            if "hidden" not in arrays:
+            missing = [k for k in names if k not in arrays]
+            if missing:
+                how = "--hidden" if "hidden" in missing else "--topk=K"
                 raise SpecjaxError(
-                    f"data {d} has no hidden states: make it with make_data --hidden"
+                    f"data {d} has no {', '.join(missing)}: make it with make_data {how} (or add "
+                    f"them to the answers with make_data --from_data={d} {how} --out=NEW)"
                 )
             off = arrays["offsets"]
-            seqs += [arrays["hidden"][off[k] : off[k + 1]] for k in range(len(off) - 1)]
-    if not seqs:
+            for k in names:
+                seqs[k] += [arrays[k][off[n] : off[n + 1]] for n in range(len(off) - 1)]
+    if not seqs[names[0]]:
         raise SpecjaxError(f"{data_dir} holds no examples")
-    S = seq_len or max(len(s) for s in seqs)
-    out = np.zeros((len(seqs), S, seqs[0].shape[1]), np.float16)
-    for n, h in enumerate(seqs):
-        out[n, : min(len(h), S)] = h[:S]
+    S = seq_len or max(len(x) for x in seqs[names[0]])
+    out = {}
+    for k, rows in seqs.items():
+        out[k] = np.zeros((len(rows), S) + rows[0].shape[1:], rows[0].dtype)
+        for n, x in enumerate(rows):
+            out[k][n, : min(len(x), S)] = x[:S]
     return out
+
+
+def load_hidden(
+    data_dir: str | Path | Sequence[str | Path], seq_len: int | None = None
+) -> np.ndarray:
+    """float16 [N, S, D]: the target's hidden states aligned with `load_dataset`'s tokens."""
+    return load_features(data_dir, ["hidden"], seq_len)["hidden"]

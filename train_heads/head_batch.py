@@ -17,11 +17,15 @@ from flax import struct
 @struct.dataclass
 class HeadBatch:
     """tokens: int32 [B, S] prompt + answer, padded; mask: bool [B, S] True on answer tokens;
-    hidden: [B, S, D] the target's final-norm hidden state after reading tokens[:, : s+1]."""
+    hidden: [B, S, D] the target's final-norm hidden state after reading tokens[:, : s+1];
+    topk_ids, topk_logits: [B, S, K] its K best next-token logits there (`make_data --topk`),
+    or None when the loss needs no soft targets."""
 
     tokens: jax.Array
     mask: jax.Array
     hidden: jax.Array
+    topk_ids: jax.Array | None = None
+    topk_logits: jax.Array | None = None
 
 
 def answer_windows(batch: HeadBatch, length: int, multiple: int = 16) -> HeadBatch:
@@ -33,20 +37,22 @@ def answer_windows(batch: HeadBatch, length: int, multiple: int = 16) -> HeadBat
     that point is dead weight: on chat data it is about half of every row, and cropping it
     halves a training step at the same loss.
     """
-    tokens, mask, hidden = (np.asarray(x) for x in (batch.tokens, batch.mask, batch.hidden))
-    N, S = tokens.shape
+    rows = jax.tree.map(np.asarray, batch)
+    mask = rows.mask
+    N, S = mask.shape
     has = mask.any(axis=1)
     start = np.where(has, np.maximum(mask.argmax(axis=1) - length - 1, 0), 0)
     end = np.where(has, S - mask[:, ::-1].argmax(axis=1), 0)  # one past the last answer token
     width = min(S, -(-int((end - start).max(initial=1)) // multiple) * multiple)
-    out_tokens = np.zeros((N, width), tokens.dtype)
-    out_mask = np.zeros((N, width), bool)
-    out_hidden = np.zeros((N, width) + hidden.shape[2:], hidden.dtype)
-    for n in range(N):
-        a, b = start[n], min(end[n], start[n] + width)
-        out_tokens[n, : b - a], out_mask[n, : b - a] = tokens[n, a:b], mask[n, a:b]
-        out_hidden[n, : b - a] = hidden[n, a:b]
-    return HeadBatch(out_tokens, out_mask, out_hidden)
+
+    def crop(x):
+        out = np.zeros((N, width) + x.shape[2:], x.dtype)
+        for n in range(N):
+            a, b = start[n], min(end[n], start[n] + width)
+            out[n, : b - a] = x[n, a:b]
+        return out
+
+    return jax.tree.map(crop, rows)
 
 
 def shift(x_BS, k: int, fill):
@@ -89,3 +95,19 @@ def depth_sums(sums: dict, i: int, logits_BSV, labels_BS, weight_BS, column) -> 
     sums[f"step_loss_{i}"] = mean_loss * sums["count"]
     sums[f"step_top1_{i}"] = sums[f"top1_{i}"] / jnp.maximum(count, 1.0) * sums["count"]
     return mean_loss
+
+
+def soft_cross_entropy(logits_BSV, ids_BSK, target_logits_BSK, weight_BS, column) -> jax.Array:
+    """Summed cross-entropy of the head against the target's top-k distribution (softmax of its K
+    best logits) at each weighted position: the KL to it, less the target's entropy, which the
+    head cannot change. Target tokens outside a frequent-token head (`column`) cannot be drafted:
+    the target's mass is renormalised over the covered ones."""
+    p_BSK = jax.nn.softmax(target_logits_BSK.astype(jnp.float32), axis=-1)
+    if column is not None:
+        ids_BSK = column[ids_BSK]
+        p_BSK = jnp.where(ids_BSK >= 0, p_BSK, 0.0)
+        p_BSK = p_BSK / jnp.maximum(p_BSK.sum(-1, keepdims=True), 1e-9)
+        ids_BSK = jnp.maximum(ids_BSK, 0)
+    logq_BSV = jax.nn.log_softmax(logits_BSV, axis=-1)
+    logq_BSK = jnp.take_along_axis(logq_BSV, ids_BSK, axis=-1)
+    return (-(p_BSK * logq_BSK).sum(-1) * weight_BS).sum()

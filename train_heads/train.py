@@ -443,17 +443,20 @@ def _head_data(cfg, target: Model | None, lead: int):
     loaded, the frequent-token columns chosen on the training split, and both splits cropped to
     what a `lead`-deep loss reads (`answer_windows`)."""
     from train_heads import draft_lm
-    from train_heads.data import load_hidden
+    from train_heads.data import load_features
     from train_heads.head_batch import HeadBatch, answer_windows
 
     target, tokens, mask, tr, ev = _target_and_data(cfg, target)
-    hidden = load_hidden(cfg.data_dir, cfg.seq_len)
+    soft = getattr(cfg, "kl_weight", 0.0) > 0  # the top-k logits, for a KL term
+    names = ["hidden"] + (["topk_ids", "topk_logits"] if soft else [])
+    features = load_features(cfg.data_dir, names, cfg.seq_len)
     ids = None
     if cfg.head_vocab:  # chosen on the training split only
         V = target.config.V
         ids = jnp.asarray(draft_lm.frequent_tokens(tokens[tr], mask[tr], cfg.head_vocab, V))
-    train = answer_windows(HeadBatch(tokens[tr], mask[tr], hidden[tr]), lead)
-    held_out = answer_windows(HeadBatch(tokens[ev], mask[ev], hidden[ev]), lead)
+    batch = HeadBatch(tokens, mask, **features)
+    train = answer_windows(jax.tree.map(lambda x: x[tr], batch), lead)
+    held_out = answer_windows(jax.tree.map(lambda x: x[ev], batch), lead)
     return target, ids, train, held_out, int(mask[tr].sum())
 
 
@@ -477,7 +480,8 @@ def train_recurrent_head(
     own = own.replace(head_token_ids=None)
     frozen = HeadFrozen(embed=target.params.embed, head_token_ids=ids)
     run = dict(resume=resume, stop_after=stop_after, progress=progress)
-    state = fit(make_head_loss(cfg.draft_length), own, frozen, train, held_out, cfg, **run)
+    loss = make_head_loss(cfg.draft_length, cfg.kl_weight)
+    state = fit(loss, own, frozen, train, held_out, cfg, **run)
     final_dir = None
     if int(state.step) == cfg.steps and is_primary():
         head = tree_to_host(state.params).replace(head_token_ids=ids)
