@@ -453,7 +453,10 @@ def load_features(
             arrays = read_shard(d / entry["file"])
             missing = [k for k in names if k not in arrays]
             if missing:
-                how = "--hidden" if "hidden" in missing else "--topk=K"
+                how = " ".join(
+                    (["--hidden"] if "hidden" in names else [])
+                    + (["--topk=K"] if "topk_ids" in names else [])
+                )
                 raise SpecjaxError(
                     f"data {d} has no {', '.join(missing)}: make it with make_data {how} (or add "
                     f"them to the answers with make_data --from_data={d} {how} --out=NEW)"
