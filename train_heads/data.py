@@ -217,14 +217,24 @@ def make_data(
             target, prompt_ids, lo, hi, out / shard_name(i), sampling, settings, bar
         )
         entry = {"index": i, **shard}
-        manifest["shards"].append(entry)
-        manifest["shards"].sort(key=lambda s: s["index"])
-        _totals(manifest)
-        _write_manifest(out, manifest)
+        _record_shard(out, manifest, entry)
     bar.close()
     _totals(manifest)
     _write_manifest(out, manifest)
     return manifest
+
+
+def _record_shard(out: Path, manifest: dict, entry: dict) -> None:
+    """Lists a finished shard in the manifest on disk: what a rerun resumes from."""
+    manifest["shards"].append(entry)
+    manifest["shards"].sort(key=lambda s: s["index"])
+    _totals(manifest)
+    _write_manifest(out, manifest)
+
+
+def feature_names(hidden: bool, topk: bool) -> list[str]:
+    """The FEATURE_ARRAYS that `--hidden` and `--topk` record."""
+    return (["hidden"] if hidden else []) + (["topk_ids", "topk_logits"] if topk else [])
 
 
 def _totals(manifest: dict) -> None:
@@ -348,18 +358,14 @@ def copy_data(
             not topk or ("topk_ids" in arrays and arrays["topk_ids"].shape[1] == topk)
         )
         if reusable:
-            want = (["hidden"] if hidden else []) + (["topk_ids", "topk_logits"] if topk else [])
-            copy |= {k: arrays[k] for k in want}
+            copy |= {k: arrays[k] for k in feature_names(hidden, topk)}
         else:
             off = arrays["offsets"]
             seqs = [arrays["tokens"][off[k] : off[k + 1]] for k in range(len(off) - 1)]
             copy |= _target_features(target, seqs, hidden, topk)
         save = np.savez if hidden or topk else np.savez_compressed
         _write_atomic(out / entry["file"], lambda f, a=copy, save=save: save(f, **a))
-        manifest["shards"].append(dict(entry))
-        manifest["shards"].sort(key=lambda s: s["index"])
-        _totals(manifest)
-        _write_manifest(out, manifest)
+        _record_shard(out, manifest, dict(entry))
     _totals(manifest)
     _write_manifest(out, manifest)
     return manifest

@@ -443,13 +443,12 @@ def _head_data(cfg, target: Model | None, lead: int):
     loaded, the frequent-token columns chosen on the training split, and both splits cropped to
     what a `lead`-deep loss reads (`answer_windows`)."""
     from train_heads import draft_lm
-    from train_heads.data import load_features
+    from train_heads.data import feature_names, load_features
     from train_heads.head_batch import HeadBatch, answer_windows
 
     target, tokens, mask, tr, ev = _target_and_data(cfg, target)
     soft = getattr(cfg, "kl_weight", 0.0) > 0  # the top-k logits, for a KL term
-    names = ["hidden"] + (["topk_ids", "topk_logits"] if soft else [])
-    features = load_features(cfg.data_dir, names, cfg.seq_len)
+    features = load_features(cfg.data_dir, feature_names(True, soft), cfg.seq_len)
     ids = None
     if cfg.head_vocab:  # chosen on the training split only
         V = target.config.V
