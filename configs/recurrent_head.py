@@ -49,22 +49,22 @@ tiny_redrafter = RecurrentHeadTrain(
 )
 
 
-# The recipe for the embedded default. Its data: `make_data --from_data=train_heads/answers/
-# smollm2-135m-instruct/chat --hidden --out=data/selfdistill_hidden` (the shipped answers with
-# their hidden states added; the shipped head was trained on an earlier 1155-prompt chat run), and
-# the cpython answers the same way with `--data_dir=data/selfdistill_hidden,data/selfdistill_hidden2`
-# (README "Training"). The original's optimizer settings (AdamW, lr 1e-3, cosine with
-# 10 % warmup, no weight decay), L = 5 trained steps (the bench sweeps L up to 5), and a
+# The recipe for the embedded default. Its data: the shipped answers with their hidden states
+# added, `make_data --from_data=train_heads/answers/smollm2-135m-instruct/chat --hidden
+# --out=data/selfdistill_hidden` and the cpython answers the same way into data/selfdistill_hidden2
+# (README "Training"; 603,757 scored tokens). The original's optimizer settings (AdamW, lr 1e-3,
+# cosine with 10 % warmup, no weight decay), L = 5 trained steps (the bench sweeps L up to 5), and a
 # 4096-token head, which keeps the saved head under 20 MB in bfloat16 (README "Training").
 # seq_len 512 holds every example whole (prompts up to 320 tokens + 192); the rows are then cropped
-# to their answers (`answer_windows`), so a step computes about 8 x 208 positions.
+# to their answers (`answer_windows`), so a step computes about 8 x 208 positions, and 1200 steps
+# see the data about 3 times.
 smollm2_redrafter = RecurrentHeadTrain(
     target="smollm2",
     out_dir="runs/smollm2_redrafter",
-    steps=500,
-    warmup_steps=50,
-    eval_every=50,
-    save_every=50,
+    steps=1200,
+    warmup_steps=120,
+    eval_every=100,
+    save_every=100,
     draft_length=5,
     head_vocab=4096,
     **SMOLLM2_HEAD_LOOP,

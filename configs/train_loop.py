@@ -89,9 +89,10 @@ TINY_HEAD_LOOP = dict(
 
 # And the loop their recipes for the embedded default share, on its data with hidden states: the
 # original ReDrafter/Medusa optimizer settings (AdamW at lr 1e-3, no weight decay; each config
-# sets its steps and 10 % warmup), 8 rows of up to 512 tokens, 64 held-out rows.
+# sets its steps and 10 % warmup), 8 rows of up to 512 tokens, 64 held-out rows, on both answer
+# sets with their hidden states (the shipped chat and cpython answers, README "Training").
 SMOLLM2_HEAD_LOOP = dict(
-    data_dir="data/selfdistill_hidden",
+    data_dir="data/selfdistill_hidden,data/selfdistill_hidden2",
     batch_size=8,
     seq_len=512,
     lr=1e-3,
