@@ -17,13 +17,17 @@ def specjax_cache(tmp_path_factory):
     """One fresh specjax cache for the whole session (CLI subprocesses inherit it): the tests never
     read or fill the user's own cache, and the real model is dequantised once per session."""
     path = tmp_path_factory.mktemp("specjax-cache")
-    old = os.environ.get("SPECJAX_CACHE")
-    os.environ["SPECJAX_CACHE"] = str(path)
+    # The compiled programs live in it too, also for subprocesses given a specjax cache of their
+    # own (the bench tests): CLI runs of the same tiny model share their compilations.
+    settings = {"SPECJAX_CACHE": str(path), "JAX_COMPILATION_CACHE_DIR": str(path / "xla")}
+    old = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
     yield path
-    if old is None:
-        del os.environ["SPECJAX_CACHE"]
-    else:
-        os.environ["SPECJAX_CACHE"] = old
+    for k, v in old.items():
+        if v is None:
+            del os.environ[k]
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

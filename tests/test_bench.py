@@ -92,7 +92,6 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory):
             f"--head={head},{medusa}",
             "--beams=2x2,2x3:4",
             "--trees=auto,mc_sim_7b_63",
-            "--accept=exact,typical",
             "--draft=self:1",
             "--phrase_preset=cpu",
             "--peers=transformers,llamacpp",
@@ -131,17 +130,38 @@ def test_lossless_methods_match_vanilla(bench_run):
     assert all(not r["mismatch"] for r in ours)
 
 
-def test_approximate_rows_report_their_agreement_with_vanilla(bench_run):
+def test_approximate_rows_report_their_agreement_with_vanilla(tmp_path):
     """--accept=typical adds one row per speculative method, marked approximate; greedy typical
-    acceptance keeps vanilla's tokens, so the agreement is 1 and the table says approximate."""
-    out, res = bench_run
-    typical = [r for r in res["raw"] if r["method"].endswith("+typical")]
-    # sd (2 gammas), ngram, ouroboros and lookahead (cold, warm), redrafter (2 shapes), medusa
-    # (2 trees), 2 prompts
-    assert len(typical) == 22
+    acceptance keeps vanilla's tokens, so the agreement is 1 and the table says approximate.
+    (A run of its own: in the shared run above it would double every row.)"""
+    model_dir = tmp_path / "tiny"
+    make_tiny_hf_model("llama", model_dir, seed=5)
+    _word_tokenizer(model_dir, vocab_size=97)
+    prompts = tmp_path / "prompts.jsonl"
+    lines = [
+        {"category": "story", "prompt": "the cat sat on a mat and the cat sat on a mat and the"},
+        {"category": "play", "prompt": "one day she saw a big red ball one day she saw a big"},
+    ]
+    prompts.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    out = tmp_path / "out"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", SPECJAX_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "specjax.bench", f"--model={model_dir}", f"--prompts={prompts}",
+            "--methods=vanilla,ngram", "--accept=exact,typical", "--peers=", "--quick",
+            f"--out={out}",
+        ],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    raw = json.loads((out / "results.json").read_text())["raw"]
+    typical = [r for r in raw if r["method"].endswith("+typical")]
+    assert [r["method"] for r in typical] == ["ngram+typical"] * 2  # one per prompt
     assert all(not r["lossless"] and r["vanilla_agreement"] == 1.0 for r in typical)
-    assert "| ngram+typical | 2 |" in (out / "results.md").read_text()
-    assert "approximate: 1.00 of tokens equal vanilla's" in (out / "results.md").read_text()
+    assert all(r["lossless"] and not r["mismatch"] for r in raw if r not in typical)
+    md = (out / "results.md").read_text()
+    assert "| ngram+typical | 2 |" in md
+    assert "approximate: 1.00 of tokens equal vanilla's" in md
 
 
 def test_a_beams_list_gives_one_redrafter_row_each(bench_run):

@@ -58,6 +58,7 @@ def _env(devices: int) -> dict:
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     env["PYTHONPATH"] = str(REPO)
     env.pop("JAX_COORDINATOR_ADDRESS", None)
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # the runs here compile without the disk cache
     return env
 
 
