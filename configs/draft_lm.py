@@ -46,20 +46,24 @@ class DraftLMTrain(TrainLoop):
             )
 
 
-# The real run for the embedded default, sized for one 2-core CPU: `make_data --source=chat
-# --num_prompts=1305 --max_new_tokens=192 --batch_size=32 --shard_size=128 --max_prompt_tokens=320
-# --out=data/selfdistill_chat` (every chat-style prompt of the pool, about 45 minutes), then 700
-# steps of 8 x 384 tokens (about 31 minutes). On a TPU/GPU raise num_prompts (mixed source), steps
-# and batch_size: nothing else changes.
+# The real run for the embedded default, sized for one 2-core CPU: the target's own answers that
+# ship with the project (train_heads/answers/smollm2-135m-instruct: chat, 204,404 answer tokens, and
+# cpython, 410,172; the draft LM reads tokens only, so no data pass is needed), 1200 steps of
+# 8 x 384 tokens (42 minutes on 2 cores). The draft shipped in models/drafts came from this recipe
+# (2026-12-06); the one before it read the chat answers alone for 700 steps. On a TPU/GPU raise
+# steps and batch_size: nothing else changes.
 smollm2_draft = DraftLMTrain(
     target="smollm2",
-    data_dir="data/selfdistill_chat",
+    data_dir=(
+        "train_heads/answers/smollm2-135m-instruct/chat,"
+        "train_heads/answers/smollm2-135m-instruct/cpython"
+    ),
     out_dir="runs/smollm2_draft",
-    steps=700,
+    steps=1200,
     batch_size=8,
     seq_len=384,
     lr=5e-4,
-    warmup_steps=25,
+    warmup_steps=40,
     eval_every=100,
     save_every=100,
     eval_examples=64,
