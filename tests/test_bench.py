@@ -40,6 +40,24 @@ def _word_tokenizer(out_dir: Path, vocab_size: int) -> None:
     )
 
 
+# Prompts that repeat themselves, so the drafters that copy from the context find something.
+REPETITIVE_PROMPTS = [
+    {"category": "story", "prompt": "the cat sat on a mat and the cat sat on a mat and the"},
+    {"category": "play", "prompt": "one day she saw a big red ball one day she saw a big"},
+]
+SHORT_PROMPT = [{"category": "story", "prompt": "the cat sat on a mat"}]
+
+
+def _tiny_bench_inputs(root: Path, prompts: list[dict]) -> tuple[Path, Path]:
+    """The bench's inputs under root: the tiny word-level model (tiny/) and a prompts file."""
+    model_dir = root / "tiny"
+    make_tiny_hf_model("llama", model_dir, seed=5)
+    _word_tokenizer(model_dir, vocab_size=97)
+    path = root / "prompts.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in prompts) + "\n")
+    return model_dir, path
+
+
 def _untrained_head(model_dir: Path, out: Path) -> Path:
     """A random ReDrafter head saved for the tiny model (rows are exact whatever it drafts)."""
     import jax
@@ -67,15 +85,7 @@ def _untrained_medusa(model_dir: Path, out: Path) -> Path:
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("bench")
-    model_dir = root / "tiny"
-    make_tiny_hf_model("llama", model_dir, seed=5)
-    _word_tokenizer(model_dir, vocab_size=97)
-    prompts = root / "prompts.jsonl"
-    lines = [
-        {"category": "story", "prompt": "the cat sat on a mat and the cat sat on a mat and the"},
-        {"category": "play", "prompt": "one day she saw a big red ball one day she saw a big"},
-    ]
-    prompts.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    model_dir, prompts = _tiny_bench_inputs(root, REPETITIVE_PROMPTS)
     head = _untrained_head(model_dir, root / "head")
     medusa = _untrained_medusa(model_dir, root / "medusa")
     out = root / "out"
@@ -134,15 +144,7 @@ def test_approximate_rows_report_their_agreement_with_vanilla(tmp_path):
     """--accept=typical adds one row per speculative method, marked approximate; greedy typical
     acceptance keeps vanilla's tokens, so the agreement is 1 and the table says approximate.
     (A run of its own: in the shared run above it would double every row.)"""
-    model_dir = tmp_path / "tiny"
-    make_tiny_hf_model("llama", model_dir, seed=5)
-    _word_tokenizer(model_dir, vocab_size=97)
-    prompts = tmp_path / "prompts.jsonl"
-    lines = [
-        {"category": "story", "prompt": "the cat sat on a mat and the cat sat on a mat and the"},
-        {"category": "play", "prompt": "one day she saw a big red ball one day she saw a big"},
-    ]
-    prompts.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    model_dir, prompts = _tiny_bench_inputs(tmp_path, REPETITIVE_PROMPTS)
     out = tmp_path / "out"
     env = dict(os.environ, JAX_PLATFORMS="cpu", SPECJAX_CACHE=str(tmp_path / "cache"))
     proc = subprocess.run(
@@ -181,9 +183,7 @@ def test_several_heads_of_one_kind_give_one_row_each(tmp_path):
     from models.head_file import save_head
     from models.loading import load_model
 
-    model_dir = tmp_path / "tiny"
-    make_tiny_hf_model("llama", model_dir, seed=5)
-    _word_tokenizer(model_dir, vocab_size=97)
+    model_dir, prompts = _tiny_bench_inputs(tmp_path, SHORT_PROMPT)
     model = load_model(str(model_dir), tokenizer=False)
     acc = [[0.4, 0.2, 0.1], [0.2, 0.1, 0.05], [0.1, 0.05, 0.0], [0.05] * 3]
     heads = []
@@ -191,8 +191,6 @@ def test_several_heads_of_one_kind_give_one_row_each(tmp_path):
         head = init_ctc_head(model.config, model.params, jax.random.key(len(heads)), scale=0.3)
         extra = {"ctc_weight": weight, "config": {"frames": 4}, "rank_accuracy": acc}
         heads.append(save_head(tmp_path / name, head, model.config, model.params, extra=extra))
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text(json.dumps({"category": "story", "prompt": "the cat sat on a mat"}) + "\n")
     out = tmp_path / "out"
     env = dict(os.environ, JAX_PLATFORMS="cpu", SPECJAX_CACHE=str(tmp_path / "cache"))
     proc = subprocess.run(
@@ -313,11 +311,7 @@ def test_target_nll_is_the_transformers_reference_log_likelihood(tmp_path):
 def test_sampled_bench_reports_the_target_nll_of_every_row(tmp_path):
     """--temperature > 0: our rows sample, the exactness column becomes the target's NLL of
     each output, and the greedy peers are listed as not run."""
-    model_dir = tmp_path / "tiny"
-    make_tiny_hf_model("llama", model_dir, seed=5)
-    _word_tokenizer(model_dir, vocab_size=97)
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text(json.dumps({"category": "story", "prompt": "the cat sat on a mat"}) + "\n")
+    model_dir, prompts = _tiny_bench_inputs(tmp_path, SHORT_PROMPT)
     out = tmp_path / "out"
     proc = subprocess.run(
         [
