@@ -11,6 +11,18 @@ import pytest
 from models import embedded
 from models.errors import SpecjaxError
 
+# A worker's peak: the real model, a CLI subprocess, a notebook kernel.
+WORKER_MEMORY_BYTES = 8 << 30
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one worker per usable core, but no more than the memory holds, since every worker
+    loads the real model for its own files."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(1, min(cores or 1, memory // WORKER_MEMORY_BYTES))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def specjax_cache(tmp_path_factory):
