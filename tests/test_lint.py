@@ -21,6 +21,17 @@ def test_ruff_finds_nothing():
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 
+def test_ruff_format_would_change_nothing():
+    """Notebooks included: the code a reader copies out of colab/ is formatted like the rest."""
+    if importlib.util.find_spec("ruff") is None:
+        pytest.skip("ruff is not installed (it comes with the test extra)")
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "."],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
 def _lint_imports(root: Path) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("lint-imports")
     if not exe.exists():
