@@ -19,12 +19,15 @@ WORKER_MEMORY_BYTES = 8 << 30
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto`: one worker per usable core, but no more than the memory holds, since every worker
     loads the real model for its own files."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows): trust the core count
-        memory = (cores or 1) * WORKER_MEMORY_BYTES
-    return max(1, min(cores or 1, memory // WORKER_MEMORY_BYTES))
+        return cores
+    return max(1, min(cores, memory // WORKER_MEMORY_BYTES))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -12,23 +12,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_ruff_finds_nothing():
+@pytest.mark.parametrize(
+    "command", [["check", "."], ["format", "--check", "."]], ids=["check", "format"]
+)
+def test_ruff_finds_nothing(command):
+    """Lint and format, notebooks included: the code a reader copies out of colab/ is held to the
+    same rules as the rest."""
     if importlib.util.find_spec("ruff") is None:
         pytest.skip("ruff is not installed (it comes with the test extra)")
     proc = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "."], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "ruff", *command], cwd=ROOT, capture_output=True, text=True
     )
-    assert proc.returncode == 0, proc.stdout[-3000:]
-
-
-def test_ruff_format_would_change_nothing():
-    """Notebooks included: the code a reader copies out of colab/ is formatted like the rest."""
-    if importlib.util.find_spec("ruff") is None:
-        pytest.skip("ruff is not installed (it comes with the test extra)")
-    proc = subprocess.run(
-        [sys.executable, "-m", "ruff", "format", "--check", "."],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 
