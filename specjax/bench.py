@@ -27,6 +27,7 @@ from specjax.bench_measure import (
     agreement,
     copy_bandwidth_gbs,
     peak_memory_mb,
+    target_choice_rate,
     target_nll,
 )
 from specjax.bench_report import plot, summarize
@@ -51,7 +52,8 @@ flags.DEFINE_list(
     "Acceptance policies for the speculative rows (one row per method and policy): auto (each "
     "method's own: exact, but sprinter's rule for sprinter), exact (lossless: mismatches vs "
     "vanilla must be 0), typical and sprinter (approximate: reported by their agreement with "
-    "vanilla's tokens; sprinter applies to --methods=sprinter only). A row whose policy is not "
+    "vanilla's tokens and, greedy, by how many of their tokens are the target's own choice; "
+    "sprinter applies to --methods=sprinter only). A row whose policy is not "
     "its method's own is named method+policy.",
 )
 flags.DEFINE_list(
@@ -82,6 +84,12 @@ flags.DEFINE_list(
     [],
     "redrafter rows: WxL or WxL:SLOTS each (2x4, 4x4:8), one row per entry; empty: one row from "
     "--beam_width, --beam_length and --tree_slots.",
+)
+flags.DEFINE_list(
+    "thresholds",
+    [],
+    "sprinter rows: one per verifier threshold (0.5,0.3,0.1: the calls-against-quality curve in "
+    "one run); empty: one row from --threshold.",
 )
 flags.DEFINE_integer("max_new_tokens", 128, "Tokens per prompt.")
 flags.DEFINE_integer("repeats", 3, "Timed runs per prompt and method (median reported).")
@@ -127,7 +135,7 @@ def _row_names() -> list[tuple[str, str, str | None, str]]:
             rows += [(f"{m}[{mode}]", m, first_draft) for mode in FLAGS.pool_modes]
         elif m == "redrafter" and FLAGS.beams:  # one row per beam shape
             rows += [(f"{m}[{tag}]", m, None) for tag in _beam_tags()]
-        elif needs.head and (FLAGS.trees or len(_heads_of(m)) > 1):
+        elif needs.head and not needs.draft and (FLAGS.trees or len(_heads_of(m)) > 1):
             # one row per head of this kind (--head) and per tree (--trees: medusa, ctc)
             trees = [None]
             if FLAGS.trees and m in TREE_METHODS:
@@ -137,11 +145,15 @@ def _row_names() -> list[tuple[str, str, str | None, str]]:
                     tags = [f"head={d}"] if len(_heads_of(m)) > 1 else []
                     tags += [f"tree={Path(t).stem}"] if t else []
                     rows.append((f"{m}[{','.join(tags)}]" if tags else m, m, None))
-        elif needs.draft:  # one row per draft (and gamma); "shipped": the one in models/drafts
+        elif needs.draft:
+            # one row per draft (and gamma, or head and threshold for sprinter's verifier);
+            # "shipped": the one in models/drafts
+            heads = _heads_of(m) if needs.head else [""]
             rows += [
-                (f"{m}[{d}{tag}]", m, None if d == "shipped" else d)
+                (f"{m}[{d}{head}{tag}]", m, None if d == "shipped" else d)
                 for d in FLAGS.draft
-                for tag in _gamma_tags(m)
+                for head in ([f",head={h}" for h in heads] if len(heads) > 1 else [""])
+                for tag in _threshold_tags(m) or _gamma_tags(m)
             ]
         else:
             rows.append((m, m, None))
@@ -195,6 +207,26 @@ def _beam_shapes() -> list[tuple[int, int, int]]:
     return shapes
 
 
+def _thresholds() -> list[float]:
+    """The --thresholds list, each checked as --threshold is."""
+    values = []
+    for entry in FLAGS.thresholds:
+        try:
+            value = float(entry)
+        except ValueError:
+            raise SpecjaxError(f"--thresholds entries are numbers, got {entry!r}") from None
+        dataclasses.replace(methods.SprinterSettings(), threshold=value).check()
+        values.append(value)
+    return values
+
+
+def _threshold_tags(method_name: str) -> list[str]:
+    """Row-name suffixes for a --thresholds list: sprinter[shipped,threshold=0.3]."""
+    if method_name != "sprinter" or not FLAGS.thresholds:
+        return []
+    return [f",threshold={t:g}" for t in _thresholds()]
+
+
 def _beam_tags() -> list[str]:
     return [f"W={w},L={l_}" + (f",slots={s}" if s else "") for w, l_, s in _beam_shapes()]
 
@@ -212,6 +244,9 @@ def _row_settings(name: str, kind: str, category: str):
     head = re.search(r"[\[,]head=([^,\]]+)", name)
     if head:  # one of several --head directories of this kind
         s = dataclasses.replace(s, head=head.group(1))
+    threshold = re.search(r",threshold=([^,\]]+)", name)
+    if threshold:
+        s = dataclasses.replace(s, threshold=float(threshold.group(1)))
     if "[W=" in name:
         tag = dict(kv.split("=") for kv in name.split("[")[1].rstrip("]").split(","))
         s = dataclasses.replace(
@@ -357,6 +392,7 @@ def run_bench() -> dict:
         methods.method(m)  # an unknown or unbuilt method fails here, before any model work
         _gammas(m)  # and so does a bad --gamma
     _beam_shapes()  # and bad --beams
+    _thresholds()  # and bad --thresholds
     parse_mesh_flag(FLAGS.mesh)  # and a malformed --mesh
     for a in FLAGS.accept:
         if a != "auto":
@@ -457,6 +493,11 @@ def run_bench() -> dict:
                     target_nll=(
                         target_nll(model.config, model.params, prompt, toks, FLAGS.temperature)
                         if sampled
+                        else None
+                    ),
+                    target_choice=(
+                        target_choice_rate(model.config, model.params, prompt, toks)
+                        if not sampled and not policy.lossless
                         else None
                     ),
                     **peak_memory_mb(),

@@ -1,6 +1,7 @@
 """What the bench measures besides a run's own counts: the machine's copy bandwidth (the memory
 roofline), peak memory, and how far an approximate method's output is from the target (agreement
-with vanilla greedy; the target's NLL of a sampled output). The verify-cost curve c(T) is
+with vanilla greedy and with the target's own greedy choice at each position; the target's NLL of a
+sampled output). The verify-cost curve c(T) is
 `specjax.verify_cost`'s, shared with `--gamma=auto`."""
 
 from __future__ import annotations
@@ -42,6 +43,19 @@ def agreement(tokens: list[int], vanilla: list[int]) -> float:
     return sum(a == b for a, b in zip(tokens, vanilla, strict=False)) / n
 
 
+def _output_logits(config, params, prompt: list[int], tokens: list[int]):
+    """float32 [len(tokens), V]: the target's logits for each output token, given the prompt and
+    the output before it (one forward over the whole sequence)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from models.transformer import lm_logits, sequence_hidden
+
+    seq = np.asarray([prompt + tokens], np.int32)
+    hidden = sequence_hidden(config, params, jnp.asarray(seq))
+    return lm_logits(params, hidden[:, len(prompt) - 1 : -1])[0]
+
+
 def target_nll(config, params, prompt: list[int], tokens: list[int], temperature: float) -> float:
     """The target's mean negative log-likelihood per token of `tokens` after `prompt`, at the
     sampling temperature (no top-k/top-p truncation, so every token has finite NLL): a sampled
@@ -49,15 +63,23 @@ def target_nll(config, params, prompt: list[int], tokens: list[int], temperature
     within sampling noise; an approximate one drifts above it."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
-
-    from models.transformer import lm_logits, sequence_hidden
 
     if not tokens:
         return 0.0
-    seq = np.asarray([prompt + tokens], np.int32)
-    hidden = sequence_hidden(config, params, jnp.asarray(seq))
-    logits = lm_logits(params, hidden[:, len(prompt) - 1 : -1])[0] / temperature
+    logits = _output_logits(config, params, prompt, tokens) / temperature
     logp = jax.nn.log_softmax(logits, axis=-1)
     picked = jnp.take_along_axis(logp, jnp.asarray(tokens)[:, None], axis=1)
     return float(-jnp.mean(picked))
+
+
+def target_choice_rate(config, params, prompt: list[int], tokens: list[int]) -> float:
+    """Fraction of a greedy output's tokens that are the target's own argmax after the output's
+    own prefix (1.0 for a lossless method): the per-token error of an approximate rule. Agreement
+    with vanilla's whole answer falls to the point of the first wrong token and stays there, since
+    the rest of the answer follows that token; this counts each unchecked wrong token once."""
+    import jax.numpy as jnp
+
+    if not tokens:
+        return 1.0
+    argmax = jnp.argmax(_output_logits(config, params, prompt, tokens), axis=-1)
+    return float(jnp.mean(argmax == jnp.asarray(tokens)))

@@ -38,6 +38,11 @@ def aggregate(res: dict) -> dict:
                 if all(r.get("target_nll") is not None for r in rs)
                 else None
             ),
+            target_choice=(
+                sum(r["target_choice"] * r["new_tokens"] for r in rs) / max(tokens, 1)
+                if all(r.get("target_choice") is not None for r in rs)
+                else None
+            ),
             compile_s=statistics.median(r["compile_seconds"] for r in rs),
             peak_rss_mb=max(r["host_peak_rss_mb"] for r in rs),
         )
@@ -100,6 +105,8 @@ def summarize(res: dict) -> str:
                 check = f"{s['mismatches']}"
             else:
                 check = f"approximate: {s['agreement']:.2f} of tokens equal vanilla's"
+                if s["target_choice"] is not None:
+                    check += f", {s['target_choice']:.2f} are the target's own choice"
             lines.append(
                 f"| {cat} | {m} | {s['prompts']} | {s['tau']:.2f} | {acc} | "
                 f"{s['tokens_per_s']:.1f} | {s['speedup']:.2f}x | {check} | "

@@ -82,12 +82,35 @@ def _untrained_medusa(model_dir: Path, out: Path) -> Path:
     return save_head(out, init_heads(model.params, 4), model.config, model.params, extra=acc)
 
 
+def _untrained_verifier(model_dir: Path, out: Path) -> Path:
+    """A SPRINTER verifier for the tiny model's self:1 draft that scores every token 0.5: any
+    threshold above flags every draft, any below flags none."""
+    import jax.numpy as jnp
+
+    from models.acceptance_verifier import VerifierParams
+    from models.fingerprint import draft_fingerprint
+    from models.head_file import save_head
+    from models.loading import load_model
+    from specjax.drafters.draft_model import self_draft
+
+    model = load_model(str(model_dir), tokenizer=False)
+    draft_config, draft = self_draft(model.config, model.params, 1)
+    verifier = VerifierParams(w=jnp.zeros((1, draft_config.D)), b=jnp.zeros((1,)))
+    extra = {
+        "draft_fingerprint": draft_fingerprint(draft_config, draft),
+        "temperatures": [0.0],
+        "with_token": False,
+    }
+    return save_head(out, verifier, model.config, model.params, extra=extra)
+
+
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("bench")
     model_dir, prompts = _tiny_bench_inputs(root, REPETITIVE_PROMPTS)
     head = _untrained_head(model_dir, root / "head")
     medusa = _untrained_medusa(model_dir, root / "medusa")
+    verifier = _untrained_verifier(model_dir, root / "verifier")
     out = root / "out"
     env = dict(os.environ, JAX_PLATFORMS="cpu", SPECJAX_CACHE=str(root / "cache"))
     proc = subprocess.run(
@@ -97,9 +120,10 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory):
             "specjax.bench",
             f"--model={model_dir}",
             f"--prompts={prompts}",
-            "--methods=vanilla,sd,ngram,ouroboros,lookahead,redrafter,medusa",
+            "--methods=vanilla,sd,ngram,ouroboros,lookahead,redrafter,medusa,sprinter",
             "--gamma=2,auto",
-            f"--head={head},{medusa}",
+            f"--head={head},{medusa},{verifier}",
+            "--thresholds=0.6,0.4",
             "--beams=2x2,2x3:4",
             "--trees=auto,mc_sim_7b_63",
             "--draft=self:1",
@@ -160,6 +184,8 @@ def test_approximate_rows_report_their_agreement_with_vanilla(tmp_path):
     typical = [r for r in raw if r["method"].endswith("+typical")]
     assert [r["method"] for r in typical] == ["ngram+typical"] * 2  # one per prompt
     assert all(not r["lossless"] and r["vanilla_agreement"] == 1.0 for r in typical)
+    assert all(r["target_choice"] == 1.0 for r in typical)
+    assert all(r["target_choice"] is None for r in raw if r not in typical)
     assert all(r["lossless"] and not r["mismatch"] for r in raw if r not in typical)
     md = (out / "results.md").read_text()
     assert "| ngram+typical | 2 |" in md
@@ -172,6 +198,28 @@ def test_a_beams_list_gives_one_redrafter_row_each(bench_run):
     assert rows == {"redrafter[W=2,L=2]", "redrafter[W=2,L=3,slots=4]"}
     trees = {r["method"].split("+")[0] for r in res["raw"] if r["method"].startswith("medusa")}
     assert trees == {"medusa[tree=auto]", "medusa[tree=mc_sim_7b_63]"}
+
+
+def test_a_thresholds_list_gives_one_sprinter_row_each(bench_run):
+    """The verifier scores 0.5 everywhere: at 0.6 every draft calls the target, at 0.4 none does
+    until K = 20 tokens are drafted, so the lower threshold calls the target far less often."""
+    _, res = bench_run
+    calls, tokens = {}, {}
+    for r in res["raw"]:
+        if r["method"].startswith("sprinter"):
+            calls[r["method"]] = calls.get(r["method"], 0) + r["target_calls"]
+            tokens[r["method"]] = tokens.get(r["method"], 0) + r["new_tokens"]
+    assert set(calls) == {"sprinter[self:1,threshold=0.6]", "sprinter[self:1,threshold=0.4]"}
+    flagged, unflagged = (
+        calls[f"sprinter[self:1,threshold={t}]"] / tokens[f"sprinter[self:1,threshold={t}]"]
+        for t in ("0.6", "0.4")
+    )
+    assert unflagged < flagged / 4
+    assert unflagged <= 0.15  # about one call per K + 1 = 21 tokens, and the prefill
+    # Checked drafts are the target's own choice; unchecked ones from a 1-layer draft often not.
+    choice = {m: [r["target_choice"] for r in res["raw"] if r["method"] == m] for m in calls}
+    assert choice["sprinter[self:1,threshold=0.6]"] == [1.0, 1.0]  # one per prompt
+    assert min(choice["sprinter[self:1,threshold=0.4]"]) < 1.0
 
 
 def test_several_heads_of_one_kind_give_one_row_each(tmp_path):
