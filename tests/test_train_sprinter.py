@@ -63,6 +63,12 @@ def test_a_trained_verifier_saves_loads_and_decodes(tiny_hidden_data, tmp_path):
     extra = json.loads((result.final_dir / CONFIG_FILE).read_text())["extra"]
     assert extra["temperatures"] == [0.0, 0.7] and extra["draft_fingerprint"]["L"] == 1
     assert 0 <= extra["held_out"]["0.0"]["false_positive_rate"] <= 1
+    for report in extra["held_out"].values():  # the curve --threshold moves along
+        curve = report["by_threshold"]
+        assert np.isclose(curve["0.5"]["pass_rate"], report["pass_rate"])
+        assert np.isclose(curve["0.5"]["false_positive_rate"], report["false_positive_rate"])
+        passes = [curve[str(t)]["pass_rate"] for t in (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)]
+        assert passes == sorted(passes, reverse=True) and passes[0] > passes[-1]
     best = max(np.mean([e["acc_0"], e["acc_1"]]) for e in evals)  # the best held-out step kept
     assert np.isclose(extra["mean_accuracy"], best)
     rng = np.random.default_rng(1)

@@ -154,11 +154,17 @@ def batch_logits(params: VerifierParams, embed, batch: VerifierBatch) -> jax.Arr
     return jnp.stack(cols, axis=-1)
 
 
+# Thresholds at which the held-out report also gives the pass and false-positive rates: the
+# trade-off `--threshold` moves along (fewer target calls against a larger error bound).
+REPORT_THRESHOLDS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+
+
 def make_verifier_loss():
     """loss(params, frozen embedding or None, batch) -> (mean BCE over positions and temperatures, sums): sums
     hold, per temperature k, the expected accuracy at score 0.5 (`acc_k`), the false-positive
     rate's numerator (`fp_k`: passed although the target rejects) and the pass rate (`pass_k`),
-    and `top1` = acc_0 for the progress bar. Rates are per position (`count`)."""
+    the same two at each of REPORT_THRESHOLDS (`fp_k_at_t`, `pass_k_at_t`), and `top1` = acc_0
+    for the progress bar. Rates are per position (`count`)."""
 
     def loss(params: VerifierParams, embed, batch: VerifierBatch):
         logit = batch_logits(params, embed, batch)  # [N, K]
@@ -177,6 +183,10 @@ def make_verifier_loss():
             sums[f"rejects_{k}"] = jnp.sum((1 - y[:, k]) * wk)
             sums[f"pass_{k}"] = jnp.sum(passed[:, k] * wk)
             sums[f"kept_{k}"] = jnp.sum(y[:, k] * wk)
+            for t in REPORT_THRESHOLDS:  # score >= t  <=>  logit >= log(t / (1 - t))
+                passed_t = (logit[:, k] >= np.log(t / (1 - t))).astype(jnp.float32)
+                sums[f"pass_{k}_at_{t}"] = jnp.sum(passed_t * wk)
+                sums[f"fp_{k}_at_{t}"] = jnp.sum(passed_t * (1 - y[:, k]) * wk)
         sums["top1"] = sums["acc_0"]
         return mean, sums
 
@@ -185,7 +195,8 @@ def make_verifier_loss():
 
 def verifier_report(metrics: dict, temperatures: tuple[float, ...]) -> dict:
     """Per temperature: accuracy, eta_FP (passed / target rejections), pass rate and the
-    fraction the target keeps, from `evaluate`'s per-position ratios."""
+    fraction the target keeps, from `evaluate`'s per-position ratios, at score 0.5 and (pass
+    rate and eta_FP) at each of REPORT_THRESHOLDS."""
     out = {}
     for k, t in enumerate(temperatures):
         rejects = max(metrics[f"rejects_{k}"], 1e-12)
@@ -194,5 +205,13 @@ def verifier_report(metrics: dict, temperatures: tuple[float, ...]) -> dict:
             "false_positive_rate": metrics[f"fp_{k}"] / rejects,
             "pass_rate": metrics[f"pass_{k}"],
             "target_keeps": metrics[f"kept_{k}"],
+            "by_threshold": {
+                str(th): {
+                    "pass_rate": metrics[f"pass_{k}_at_{th}"],
+                    "false_positive_rate": metrics[f"fp_{k}_at_{th}"] / rejects,
+                }
+                for th in REPORT_THRESHOLDS
+                if f"pass_{k}_at_{th}" in metrics  # a report of a run before the curve was kept
+            },
         }
     return out
