@@ -145,15 +145,18 @@ def _row_names() -> list[tuple[str, str, str | None, str]]:
                     tags = [f"head={d}"] if len(_heads_of(m)) > 1 else []
                     tags += [f"tree={Path(t).stem}"] if t else []
                     rows.append((f"{m}[{','.join(tags)}]" if tags else m, m, None))
-        elif needs.draft:
-            # one row per draft (and gamma, or head and threshold for sprinter's verifier);
-            # "shipped": the one in models/drafts
-            heads = _heads_of(m) if needs.head else [""]
+        elif needs.head and needs.draft:  # sprinter: a verifier is trained for one draft: the first
+            heads = _heads_of(m)
             rows += [
-                (f"{m}[{d}{head}{tag}]", m, None if d == "shipped" else d)
-                for d in FLAGS.draft
+                (f"{m}[{FLAGS.draft[0]}{head}{tag}]", m, first_draft)
                 for head in ([f",head={h}" for h in heads] if len(heads) > 1 else [""])
-                for tag in _threshold_tags(m) or _gamma_tags(m)
+                for tag in _threshold_tags(m)
+            ]
+        elif needs.draft:  # one row per draft (and gamma); "shipped": the one in models/drafts
+            rows += [
+                (f"{m}[{d}{tag}]", m, None if d == "shipped" else d)
+                for d in FLAGS.draft
+                for tag in _gamma_tags(m)
             ]
         else:
             rows.append((m, m, None))
@@ -221,10 +224,12 @@ def _thresholds() -> list[float]:
 
 
 def _threshold_tags(method_name: str) -> list[str]:
-    """Row-name suffixes for a --thresholds list: sprinter[shipped,threshold=0.3]."""
+    """Row-name suffixes for a --thresholds list: sprinter[shipped,threshold=0.3]; [""] (the
+    plain row, at --threshold) without one."""
     if method_name != "sprinter" or not FLAGS.thresholds:
-        return []
-    return [f",threshold={t:g}" for t in _thresholds()]
+        return [""]
+    _thresholds()
+    return [f",threshold={entry.strip()}" for entry in FLAGS.thresholds]
 
 
 def _beam_tags() -> list[str]:
@@ -452,8 +457,9 @@ def run_bench() -> dict:
         vanilla_tokens = None
         for name, kind, draft, accept in ours:
             bar.set_postfix_str(f"{cat}: {name}")
-            drafter, dparams = drafter_for(name.split("+")[0], kind, draft, cat)
-            warm = name.split("+")[0].endswith("[warm]")
+            row = name.removesuffix(f"+{accept}")  # the row's own settings, without the policy
+            drafter, dparams = drafter_for(row, kind, draft, cat)
+            warm = row.endswith("[warm]")
             pool_key = (name, settings[kind][cat])
             if warm and pool_key in warm_pools:
                 dparams = dparams.replace(pool=warm_pools[pool_key])
@@ -531,6 +537,7 @@ def run_bench() -> dict:
                     mismatch=run.tokens != vanilla_tokens,
                     lossless=False,
                     vanilla_agreement=agreement(run.tokens, vanilla_tokens),
+                    target_choice=None,
                     **peak_memory_mb(),
                 )
             )
