@@ -398,6 +398,15 @@ def run_bench() -> dict:
         _gammas(m)  # and so does a bad --gamma
     _beam_shapes()  # and bad --beams
     _thresholds()  # and bad --thresholds
+    for flag, values, takers in (
+        ("beams", FLAGS.beams, ("redrafter",)),
+        ("trees", FLAGS.trees, TREE_METHODS),
+        ("thresholds", FLAGS.thresholds, ("sprinter",)),
+    ):  # a row list that no row would use is a mistake, not a silent no-op
+        if values and not set(takers) & set(FLAGS.methods):
+            raise SpecjaxError(
+                f"--{flag} gives rows to {' and '.join(takers)}: add it to --methods"
+            )
     parse_mesh_flag(FLAGS.mesh)  # and a malformed --mesh
     for a in FLAGS.accept:
         if a != "auto":

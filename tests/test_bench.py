@@ -314,6 +314,23 @@ def test_unknown_method_is_one_line_and_exit_2(tmp_path: Path):
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown method 'warp'")
 
 
+@pytest.mark.parametrize(
+    "flag, methods",
+    [("--thresholds=0.3", "vanilla,sd"), ("--beams=2x3", "vanilla"), ("--trees=auto", "vanilla")],
+)
+def test_a_row_list_for_a_method_not_run_is_one_line_and_exit_2(tmp_path: Path, flag, methods):
+    proc = subprocess.run(
+        [sys.executable, "-m", "specjax.bench", f"--methods={methods}", flag, f"--out={tmp_path}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {flag.split('=')[0]} gives rows to") and "--methods" in last
+
+
 def test_without_matplotlib_names_the_extra_before_any_work(tmp_path: Path):
     """The base install has no matplotlib: one line naming the bench extra, not a traceback
     at the end of the run."""
