@@ -225,10 +225,10 @@ def _thresholds() -> list[float]:
 
 def _threshold_tags(method_name: str) -> list[str]:
     """Row-name suffixes for a --thresholds list: sprinter[shipped,threshold=0.3]; [""] (the
-    plain row, at --threshold) without one."""
+    plain row, at --threshold) without one. The entries are checked (`_thresholds`) before any
+    row is named."""
     if method_name != "sprinter" or not FLAGS.thresholds:
         return [""]
-    _thresholds()
     return [f",threshold={entry.strip()}" for entry in FLAGS.thresholds]
 
 

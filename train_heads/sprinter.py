@@ -211,7 +211,6 @@ def verifier_report(metrics: dict, temperatures: tuple[float, ...]) -> dict:
                     "false_positive_rate": metrics[f"fp_{k}_at_{th}"] / rejects,
                 }
                 for th in REPORT_THRESHOLDS
-                if f"pass_{k}_at_{th}" in metrics  # a report of a run before the curve was kept
             },
         }
     return out
