@@ -331,6 +331,87 @@ def test_a_row_list_for_a_method_not_run_is_one_line_and_exit_2(tmp_path: Path, 
     assert last.startswith(f"error: {flag.split('=')[0]} gives rows to") and "--methods" in last
 
 
+ROW_NAMES_SCRIPT = """
+import json, sys
+from absl import flags
+from specjax import bench
+out = []
+for argv in json.loads(sys.stdin.read()):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["bench", *argv])
+    out.append(bench._row_names())
+print(json.dumps(out))
+"""
+
+
+def test_row_lists_name_one_row_per_entry_as_written(tmp_path: Path):
+    """`_row_names` for each row-list flag, parsed as the command line parses it: no model runs.
+
+    Pins what the bench's fixture runs cannot afford to cover: gamma and draft lists crossed,
+    sprinter rows taking the first draft for every verifier, head paths with a `+`, entries named
+    as written, and an --accept list that adds a policy's rows without repeating exact ones."""
+    verifiers = []
+    for name in ("v1", "v+2"):  # a "+" in a path must not be read as a policy suffix
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "head_config.json").write_text(json.dumps({"kind": "sprinter"}))
+        verifiers.append(str(tmp_path / name))
+    cases = [
+        ["--methods=vanilla,sd,sprinter", "--thresholds=0.50,0.2", "--accept=auto,exact"],
+        ["--methods=sd", "--gamma=4,auto", "--draft=shipped,/d/x"],
+        ["--methods=sprinter", "--draft=/d/a,/d/b", f"--head={','.join(verifiers)}"],
+        ["--methods=medusa,ctc", "--trees=auto,mc_sim_7b_63"],
+        ["--methods=redrafter", "--beams=1x3,4x4:8"],
+        ["--methods=ngram", "--accept=exact,typical"],
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", ROW_NAMES_SCRIPT],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = [[tuple(row) for row in rows] for rows in json.loads(proc.stdout)]
+    vanilla = ("vanilla", "vanilla", None, "exact")
+    v1, v2 = verifiers
+    assert got == [
+        [
+            vanilla,
+            ("sd[shipped]", "sd", None, "exact"),
+            ("sprinter[shipped,threshold=0.50]", "sprinter", None, "sprinter"),
+            ("sprinter[shipped,threshold=0.2]", "sprinter", None, "sprinter"),
+            ("sprinter[shipped,threshold=0.50]+exact", "sprinter", None, "exact"),
+            ("sprinter[shipped,threshold=0.2]+exact", "sprinter", None, "exact"),
+        ],
+        [
+            vanilla,
+            ("sd[shipped,gamma=4]", "sd", None, "exact"),
+            ("sd[shipped,gamma=auto]", "sd", None, "exact"),
+            ("sd[/d/x,gamma=4]", "sd", "/d/x", "exact"),
+            ("sd[/d/x,gamma=auto]", "sd", "/d/x", "exact"),
+        ],
+        [
+            vanilla,
+            (f"sprinter[/d/a,head={v1}]", "sprinter", "/d/a", "sprinter"),
+            (f"sprinter[/d/a,head={v2}]", "sprinter", "/d/a", "sprinter"),
+        ],
+        [
+            vanilla,
+            ("medusa[tree=auto]", "medusa", None, "exact"),
+            ("medusa[tree=mc_sim_7b_63]", "medusa", None, "exact"),
+            ("ctc[tree=auto]", "ctc", None, "exact"),
+            ("ctc[tree=mc_sim_7b_63]", "ctc", None, "exact"),
+        ],
+        [
+            vanilla,
+            ("redrafter[W=1,L=3]", "redrafter", None, "exact"),
+            ("redrafter[W=4,L=4,slots=8]", "redrafter", None, "exact"),
+        ],
+        [vanilla, ("ngram", "ngram", None, "exact"), ("ngram+typical", "ngram", None, "typical")],
+    ]
+
+
 def test_without_matplotlib_names_the_extra_before_any_work(tmp_path: Path):
     """The base install has no matplotlib: one line naming the bench extra, not a traceback
     at the end of the run."""

@@ -33,6 +33,9 @@ def heads(stories_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     partial = root / "partial"
     shutil.copytree(good, partial)
     (partial / WEIGHTS_FILE).unlink()
+    corrupt = root / "corrupt"
+    shutil.copytree(good, corrupt)
+    (corrupt / WEIGHTS_FILE).write_bytes(b"not a safetensors file")
     make_tiny_hf_model("llama", root / "other_model")
     other = load_model(str(root / "other_model"), tokenizer=False)
     foreign = save_head(
@@ -45,6 +48,9 @@ def heads(stories_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     accuracy = {"rank_accuracy": [[0.5, 0.2, 0.1], [0.3, 0.1, 0.05], [0.2, 0.1, 0.0], [0.1] * 3]}
     medusa_dir = save_head(root / "medusa", medusa, stories.config, stories.params, extra=accuracy)
     bare = save_head(root / "medusa_bare", medusa, stories.config, stories.params)
+    medusa_corrupt = root / "medusa_corrupt"
+    shutil.copytree(medusa_dir, medusa_corrupt)
+    (medusa_corrupt / WEIGHTS_FILE).write_bytes(b"not a safetensors file")
     deep = root / "deep_tree.json"
     deep.write_text('{"paths": [[0], [0, 0], [0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0, 0]]}')
     orphan = root / "orphan_tree.json"
@@ -65,8 +71,9 @@ def heads(stories_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         root / "ctc_foreign", other_ctc, other.config, other.params, extra=ctc_meta
     )
     return {
-        "model": stories_dir, "good": good, "partial": partial, "foreign": foreign,
-        "medusa": medusa_dir, "medusa_bare": bare, "deep_tree": deep, "orphan_tree": orphan,
+        "model": stories_dir, "good": good, "partial": partial, "corrupt": corrupt,
+        "foreign": foreign, "medusa": medusa_dir, "medusa_bare": bare,
+        "medusa_corrupt": medusa_corrupt, "deep_tree": deep, "orphan_tree": orphan,
         "ctc": ctc_dir, "ctc_bare": ctc_bare, "ctc_corrupt": ctc_corrupt,
         "ctc_foreign": ctc_foreign,
     }  # fmt: skip
@@ -132,6 +139,7 @@ BAD_CASES = {
         "was made for a different target",
     ),
     "partial_head": (lambda h: [f"--head={h['partial']}"], "is incomplete"),
+    "corrupt_head": (lambda h: [f"--head={h['corrupt']}"], "corrupt or truncated"),
     "not_a_head": (lambda h: [f"--head={h['model']}"], "is not a saved head"),
     "no_shipped_head_for_this_target": (lambda h: [], "needs --head=DIR for this target"),
     "medusa_heads_as_a_recurrent_head": (
@@ -146,6 +154,7 @@ MEDUSA_BAD_CASES = {
         "holds a recurrent head, not a medusa head",
     ),
     "partial_heads": (lambda h: [f"--head={h['partial']}"], "is incomplete"),
+    "corrupt_heads": (lambda h: [f"--head={h['medusa_corrupt']}"], "corrupt or truncated"),
     "tree_deeper_than_the_heads": (
         lambda h: [f"--head={h['medusa']}", f"--tree={h['deep_tree']}"],
         "heads draft only 4 tokens",
