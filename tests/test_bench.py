@@ -48,6 +48,18 @@ REPETITIVE_PROMPTS = [
 SHORT_PROMPT = [{"category": "story", "prompt": "the cat sat on a mat"}]
 
 
+def run_bench(*args: str, env: dict | None = None, timeout: int = 300):
+    """`python -m specjax.bench ARGS` from the repository root, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "specjax.bench", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=timeout,
+    )
+
+
 def _tiny_bench_inputs(root: Path, prompts: list[dict]) -> tuple[Path, Path]:
     """The bench's inputs under root: the tiny word-level model (tiny/) and a prompts file."""
     model_dir = root / "tiny"
@@ -113,28 +125,20 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory):
     verifier = _untrained_verifier(model_dir, root / "verifier")
     out = root / "out"
     env = dict(os.environ, JAX_PLATFORMS="cpu", SPECJAX_CACHE=str(root / "cache"))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "specjax.bench",
-            f"--model={model_dir}",
-            f"--prompts={prompts}",
-            "--methods=vanilla,sd,ngram,ouroboros,lookahead,redrafter,medusa,sprinter",
-            "--gamma=2,auto",
-            f"--head={head},{medusa},{verifier}",
-            "--thresholds=0.6,0.4",
-            "--beams=2x2,2x3:4",
-            "--trees=auto,mc_sim_7b_63",
-            "--draft=self:1",
-            "--phrase_preset=cpu",
-            "--peers=transformers,llamacpp",
-            "--quick",
-            f"--out={out}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+    proc = run_bench(
+        f"--model={model_dir}",
+        f"--prompts={prompts}",
+        "--methods=vanilla,sd,ngram,ouroboros,lookahead,redrafter,medusa,sprinter",
+        "--gamma=2,auto",
+        f"--head={head},{medusa},{verifier}",
+        "--thresholds=0.6,0.4",
+        "--beams=2x2,2x3:4",
+        "--trees=auto,mc_sim_7b_63",
+        "--draft=self:1",
+        "--phrase_preset=cpu",
+        "--peers=transformers,llamacpp",
+        "--quick",
+        f"--out={out}",
         env=env,
         timeout=600,
     )
@@ -171,13 +175,9 @@ def test_approximate_rows_report_their_agreement_with_vanilla(tmp_path):
     model_dir, prompts = _tiny_bench_inputs(tmp_path, REPETITIVE_PROMPTS)
     out = tmp_path / "out"
     env = dict(os.environ, JAX_PLATFORMS="cpu", SPECJAX_CACHE=str(tmp_path / "cache"))
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "specjax.bench", f"--model={model_dir}", f"--prompts={prompts}",
-            "--methods=vanilla,ngram", "--accept=exact,typical", "--peers=", "--quick",
-            f"--out={out}",
-        ],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+    proc = run_bench(
+        f"--model={model_dir}", f"--prompts={prompts}", "--methods=vanilla,ngram",
+        "--accept=exact,typical", "--peers=", "--quick", f"--out={out}", env=env, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     raw = json.loads((out / "results.json").read_text())["raw"]
@@ -241,13 +241,10 @@ def test_several_heads_of_one_kind_give_one_row_each(tmp_path):
         heads.append(save_head(tmp_path / name, head, model.config, model.params, extra=extra))
     out = tmp_path / "out"
     env = dict(os.environ, JAX_PLATFORMS="cpu", SPECJAX_CACHE=str(tmp_path / "cache"))
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "specjax.bench", f"--model={model_dir}", f"--prompts={prompts}",
-            "--methods=vanilla,ctc", f"--head={heads[0]},{heads[1]}", "--trees=mc_sim_7b_63",
-            "--peers=", "--quick", f"--out={out}",
-        ],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+    proc = run_bench(
+        f"--model={model_dir}", f"--prompts={prompts}", "--methods=vanilla,ctc",
+        f"--head={heads[0]},{heads[1]}", "--trees=mc_sim_7b_63", "--peers=", "--quick",
+        f"--out={out}", env=env, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     raw = json.loads((out / "results.json").read_text())["raw"]
@@ -303,13 +300,7 @@ def test_chart_is_a_png(bench_run):
 
 
 def test_unknown_method_is_one_line_and_exit_2(tmp_path: Path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "specjax.bench", "--methods=vanilla,warp", f"--out={tmp_path}"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
+    proc = run_bench("--methods=vanilla,warp", f"--out={tmp_path}")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown method 'warp'")
 
@@ -319,13 +310,7 @@ def test_unknown_method_is_one_line_and_exit_2(tmp_path: Path):
     [("--thresholds=0.3", "vanilla,sd"), ("--beams=2x3", "vanilla"), ("--trees=auto", "vanilla")],
 )
 def test_a_row_list_for_a_method_not_run_is_one_line_and_exit_2(tmp_path: Path, flag, methods):
-    proc = subprocess.run(
-        [sys.executable, "-m", "specjax.bench", f"--methods={methods}", flag, f"--out={tmp_path}"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
+    proc = run_bench(f"--methods={methods}", flag, f"--out={tmp_path}")
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {flag.split('=')[0]} gives rows to") and "--methods" in last
@@ -419,14 +404,7 @@ def test_without_matplotlib_names_the_extra_before_any_work(tmp_path: Path):
     site.mkdir()
     (site / "sitecustomize.py").write_text('import sys\nsys.modules["matplotlib"] = None\n')
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(ROOT)]))
-    proc = subprocess.run(
-        [sys.executable, "-m", "specjax.bench", "--quick", f"--out={tmp_path / 'out'}"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=300,
-    )
+    proc = run_bench("--quick", f"--out={tmp_path / 'out'}", env=env)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: the bench draws results.png"), lines
@@ -459,14 +437,10 @@ def test_sampled_bench_reports_the_target_nll_of_every_row(tmp_path):
     each output, and the greedy peers are listed as not run."""
     model_dir, prompts = _tiny_bench_inputs(tmp_path, SHORT_PROMPT)
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "specjax.bench", f"--model={model_dir}", f"--prompts={prompts}",
-            "--methods=vanilla,ngram", "--accept=exact,typical", "--peers=transformers",
-            "--temperature=1.0", "--quick", f"--out={out}",
-        ],
-        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"),
-        timeout=600,
+    proc = run_bench(
+        f"--model={model_dir}", f"--prompts={prompts}", "--methods=vanilla,ngram",
+        "--accept=exact,typical", "--peers=transformers", "--temperature=1.0", "--quick",
+        f"--out={out}", env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())

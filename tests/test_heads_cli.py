@@ -18,6 +18,13 @@ from models.recurrent_head import init_head
 from tests.test_decode_cli import PROMPT, non_status_lines, run_cli, stories_dir  # noqa: F401
 
 
+def _with_corrupt_weights(head_dir: Path, out: Path) -> Path:
+    """A copy of a saved head whose weights file is not safetensors."""
+    shutil.copytree(head_dir, out)
+    (out / WEIGHTS_FILE).write_bytes(b"not a safetensors file")
+    return out
+
+
 @pytest.fixture(scope="module")
 def heads(stories_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:  # noqa: F811
     """Untrained heads for stories260K (recurrent, and Medusa's with and without the rank
@@ -33,9 +40,7 @@ def heads(stories_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     partial = root / "partial"
     shutil.copytree(good, partial)
     (partial / WEIGHTS_FILE).unlink()
-    corrupt = root / "corrupt"
-    shutil.copytree(good, corrupt)
-    (corrupt / WEIGHTS_FILE).write_bytes(b"not a safetensors file")
+    corrupt = _with_corrupt_weights(good, root / "corrupt")
     make_tiny_hf_model("llama", root / "other_model")
     other = load_model(str(root / "other_model"), tokenizer=False)
     foreign = save_head(
@@ -48,9 +53,7 @@ def heads(stories_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     accuracy = {"rank_accuracy": [[0.5, 0.2, 0.1], [0.3, 0.1, 0.05], [0.2, 0.1, 0.0], [0.1] * 3]}
     medusa_dir = save_head(root / "medusa", medusa, stories.config, stories.params, extra=accuracy)
     bare = save_head(root / "medusa_bare", medusa, stories.config, stories.params)
-    medusa_corrupt = root / "medusa_corrupt"
-    shutil.copytree(medusa_dir, medusa_corrupt)
-    (medusa_corrupt / WEIGHTS_FILE).write_bytes(b"not a safetensors file")
+    medusa_corrupt = _with_corrupt_weights(medusa_dir, root / "medusa_corrupt")
     deep = root / "deep_tree.json"
     deep.write_text('{"paths": [[0], [0, 0], [0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0, 0]]}')
     orphan = root / "orphan_tree.json"
@@ -63,9 +66,7 @@ def heads(stories_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     ctc = init_ctc_head(stories.config, stories.params, jax.random.key(2), scale=0.3)
     ctc_dir = save_head(root / "ctc", ctc, stories.config, stories.params, extra=ctc_meta)
     ctc_bare = save_head(root / "ctc_bare", ctc, stories.config, stories.params)
-    ctc_corrupt = root / "ctc_corrupt"
-    shutil.copytree(ctc_dir, ctc_corrupt)
-    (ctc_corrupt / WEIGHTS_FILE).write_bytes(b"not a safetensors file")
+    ctc_corrupt = _with_corrupt_weights(ctc_dir, root / "ctc_corrupt")
     other_ctc = init_ctc_head(other.config, other.params, jax.random.key(3))
     ctc_foreign = save_head(
         root / "ctc_foreign", other_ctc, other.config, other.params, extra=ctc_meta
