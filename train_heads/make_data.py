@@ -7,7 +7,8 @@ Rerunning the same command resumes: finished shards are skipped. To grow the dat
 directory with `--exclude_data=data/selfdistill` (its prompts are skipped) and train on both
 (`--data_dir=data/selfdistill,data/more`). Prompts come from
 `train_heads.prompts` (chat-style prompts from this project's word lists and CPython's own
-documentation, both disjoint from the benchmarks); a target without
+documentation, both disjoint from the benchmarks) or from a JSONL file (`--source=FILE.jsonl`, for
+example the target's own requests written by `train_heads.self_instruct`); a target without
 a tokenizer (the "tiny-random" test model) gets seeded random token prompts instead.
 The slow part is answering; `--from_data=DIR` copies answers already made, adding their hidden
 states or top-k logits (`--hidden`, `--topk`) in one teacher-forced forward each, or, with
@@ -32,12 +33,12 @@ def define_flags() -> None:
     """The CLI's flags (defined only when run as a program, never on import)."""
     flags.DEFINE_string("target", "smollm2", "'smollm2', a GGUF/HF path, or 'tiny-random'.")
     flags.DEFINE_integer("num_prompts", 2000, "Prompts to answer.")
-    flags.DEFINE_enum(
+    flags.DEFINE_string(
         "source",
         "mixed",
-        ["mixed", "chat", "cpython"],
-        "Prompt source (train_heads/prompts.py): chat-style word-list prompts, CPython-doc "
-        "prompts, or both.",
+        "Prompt source (train_heads/prompts.py): chat (word-list prompts), cpython (CPython-doc "
+        'prompts), mixed (both), or a .jsonl file of {"prompt": ...} lines, such as the '
+        "target's own requests from train_heads.self_instruct.",
     )
     flags.DEFINE_integer("max_new_tokens", 256, "Answer length cap (EOS ends earlier).")
     flags.DEFINE_integer("batch_size", 16, "Prompts per generate call.")

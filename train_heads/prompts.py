@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import random
 import re
+from pathlib import Path
 
 from models.errors import SpecjaxError
 
@@ -157,6 +159,8 @@ TRANSLATION_PROMPTS = 150
 
 def source_pool(source: str, seed: int = 0) -> list[str]:
     """Every prompt of one source, sorted ("mixed" is not a pool: see build_prompts)."""
+    if source.endswith(".jsonl"):
+        return sorted(set(prompt_file(source)))
     if source == "cpython":
         return prompt_pool()
     if source == "chat":
@@ -167,6 +171,25 @@ def source_pool(source: str, seed: int = 0) -> list[str]:
         chat = chat_pool(seed) + translation_prompts(sentences[:TRANSLATION_PROMPTS], seed)
         return sorted(set(chat))
     raise SpecjaxError(f"unknown prompt source {source!r}; choose one of {', '.join(SOURCES)}")
+
+
+def prompt_file(path: str | Path) -> list[str]:
+    """The "prompt" of every line of a JSONL file (`train_heads.self_instruct` writes one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecjaxError(f"prompt file {path} does not exist")
+    prompts = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            prompt = json.loads(line)["prompt"]
+        except (ValueError, KeyError, TypeError):
+            raise SpecjaxError(f'{path}:{n} is not a JSON object with a "prompt"') from None
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise SpecjaxError(f'{path}:{n}: "prompt" must be non-empty text')
+        prompts.append(prompt)
+    if not prompts:
+        raise SpecjaxError(f"prompt file {path} is empty")
+    return prompts
 
 
 def _all_paragraphs() -> list[str]:
@@ -184,8 +207,10 @@ def build_prompts(n: int, seed: int = 0, source: str = "mixed") -> list[str]:
     "mixed" takes CHAT_SHARE of them from the chat pool and the rest from the CPython-doc pool
     (the chat pool is the smaller one, so a large n takes all of it and fills up from CPython).
     """
-    if source not in SOURCES:
-        raise SpecjaxError(f"unknown prompt source {source!r}; choose one of {', '.join(SOURCES)}")
+    if source not in SOURCES and not source.endswith(".jsonl"):
+        raise SpecjaxError(
+            f"unknown prompt source {source!r}; choose one of {', '.join(SOURCES)} or a .jsonl file"
+        )
     names = ("chat", "cpython") if source == "mixed" else (source,)
     pools = [source_pool(name, seed) for name in names]
     total = sum(len(p) for p in pools)
