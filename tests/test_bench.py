@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_run import run_module
 from tests.hf_reference import make_tiny_hf_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,14 +51,7 @@ SHORT_PROMPT = [{"category": "story", "prompt": "the cat sat on a mat"}]
 
 def run_bench(*args: str, env: dict | None = None, timeout: int = 300):
     """`python -m specjax.bench ARGS` from the repository root, its output captured."""
-    return subprocess.run(
-        [sys.executable, "-m", "specjax.bench", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=timeout,
-    )
+    return run_module("specjax.bench", *args, env=env, timeout=timeout)
 
 
 def _tiny_bench_inputs(root: Path, prompts: list[dict]) -> tuple[Path, Path]:

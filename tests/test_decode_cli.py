@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_run import run_module
 from tests.hf_reference import make_tiny_hf_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,13 +51,7 @@ NO_DATA_REASON = f"stories260K.bin / tok512.bin not found under {DATA} (referenc
 @functools.cache
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """Runs the CLI once per distinct argument list (tests that share a case share the run)."""
-    return subprocess.run(
-        [sys.executable, "-m", "specjax.decode", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_module("specjax.decode", *args)
 
 
 def non_status_lines(stderr: str) -> list[str]:
@@ -352,14 +347,7 @@ def no_torch_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def run_without_torch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "specjax.decode", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_module("specjax.decode", *args, env=env)
 
 
 @pytest.mark.slow

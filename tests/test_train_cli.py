@@ -4,26 +4,16 @@ line with exit code 2. Each case is a subprocess (~3 s of imports)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _run(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+from tests.cli_run import run_module
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     """make_data then train on the tiny random target: (root, make_data run, train run)."""
     root = tmp_path_factory.mktemp("cli")
-    make = _run(
+    make = run_module(
         "train_heads.make_data",
         "--target=tiny-random",
         "--num_prompts=6",
@@ -32,7 +22,7 @@ def pipeline(tmp_path_factory):
         "--shard_size=3",
         f"--out={root}/data",
     )
-    train = _run(
+    train = run_module(
         "train_heads.train",
         "--config=tiny_test",
         f"--data_dir={root}/data",
@@ -69,7 +59,7 @@ def test_make_data_then_train_writes_a_final_draft(pipeline):
     ],
 )
 def test_bad_input_is_one_error_line_and_exit_2(module, args, message):
-    proc = _run(module, *args)
+    proc = run_module(module, *args)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().count("\n") == 0, proc.stderr[-2000:]
     assert message in proc.stderr

@@ -170,7 +170,9 @@ def source_pool(source: str, seed: int = 0) -> list[str]:
         random.Random(seed).shuffle(sentences)
         chat = chat_pool(seed) + translation_prompts(sentences[:TRANSLATION_PROMPTS], seed)
         return sorted(set(chat))
-    raise SpecjaxError(f"unknown prompt source {source!r}; choose one of {', '.join(SOURCES)}")
+    raise SpecjaxError(
+        f"unknown prompt source {source!r}; choose one of {', '.join(SOURCES)} or a .jsonl file"
+    )
 
 
 def prompt_file(path: str | Path) -> list[str]:
@@ -207,10 +209,6 @@ def build_prompts(n: int, seed: int = 0, source: str = "mixed") -> list[str]:
     "mixed" takes CHAT_SHARE of them from the chat pool and the rest from the CPython-doc pool
     (the chat pool is the smaller one, so a large n takes all of it and fills up from CPython).
     """
-    if source not in SOURCES and not source.endswith(".jsonl"):
-        raise SpecjaxError(
-            f"unknown prompt source {source!r}; choose one of {', '.join(SOURCES)} or a .jsonl file"
-        )
     names = ("chat", "cpython") if source == "mixed" else (source,)
     pools = [source_pool(name, seed) for name in names]
     total = sum(len(p) for p in pools)
