@@ -22,6 +22,9 @@ class CTCTrain(TrainLoop):
       EAGLE-1 drafter, which then drafts without blanks or collapse).
     frames: frames drafted per step, the tree's depth (`chain_rank_accuracy` measures this many).
     tree_ranks: ranks per frame whose held-out accuracy is measured for the tree builder.
+    rollout_frames: frames trained per position on the module's own features (1: frame 1 alone,
+      the released code's loss; up to `frames`: EAGLE-3's training-time test,
+      `train_heads.ctc_draft.rollout_features`).
     """
 
     target: str = "smollm2"
@@ -29,11 +32,16 @@ class CTCTrain(TrainLoop):
     ctc_weight: float = 0.01
     frames: int = 4
     tree_ranks: int = 10
+    rollout_frames: int = 1
 
     def validate(self) -> None:
         super().validate()
         if self.head_vocab < 0 or self.frames < 1 or self.tree_ranks < 1:
             raise SpecjaxError("--frames and --tree_ranks must be >= 1, --head_vocab >= 0")
+        if not 1 <= self.rollout_frames <= self.frames:
+            raise SpecjaxError(
+                f"--rollout_frames must be in [1, frames={self.frames}], got {self.rollout_frames}"
+            )
         if not self.ctc_weight >= 0:
             raise SpecjaxError(f"--ctc_weight must be >= 0, got {self.ctc_weight}")
 

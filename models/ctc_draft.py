@@ -151,11 +151,13 @@ def frame_features(
     positions_BT: jax.Array,
     cache: KVCache,
     attn_mask_BTT: jax.Array,
+    prefix_mask_BTS: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(features_BTD, k, v): the frames after the cached context for inputs (h_j, x_{j+1}).
 
     config is `draft_config(target)`; hidden_BTD the target's hidden states (or the draft's own
-    features, when drafting ahead), next_tokens_BT the tokens that follow them.
+    features, when drafting ahead), next_tokens_BT the tokens that follow them; prefix_mask_BTS
+    (optional) which cached slots each frame sees (`models.transformer.hidden_states`).
     """
     h = params.head
     dtype = h.fc_w.dtype
@@ -164,7 +166,14 @@ def frame_features(
     )
     x = jnp.einsum("bte,ed->btd", x, h.fc_w) + h.fc_b
     features, k, v, _ = hidden_states(
-        config, _layer_model(params), None, positions_BT, cache, attn_mask_BTT, inputs_BTD=x
+        config,
+        _layer_model(params),
+        None,
+        positions_BT,
+        cache,
+        attn_mask_BTT,
+        inputs_BTD=x,
+        prefix_mask_BTS=prefix_mask_BTS,
     )
     return features, k, v
 

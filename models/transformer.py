@@ -113,8 +113,11 @@ def _apply_rope(x_BTNH, cos_BTH2, sin_BTH2):
     return out.astype(x_BTNH.dtype)
 
 
-def _attention(config, q_BTKGH, k_BTKH, v_BTKH, ck_BKSH, cv_BKSH, prefix_mask_BS, new_mask_BTT):
+def _attention(config, q_BTKGH, k_BTKH, v_BTKH, ck_BKSH, cv_BKSH, prefix_mask_BTS, new_mask_BTT):
     """Softmax over [cached prefix | new tokens] without concatenating keys (no cache copy).
+
+    prefix_mask_BTS says which cached slots each new token sees; its T axis is 1 when every new
+    token sees the same slots (decoding), and T when they differ (training-time rollouts).
 
     The prefix dots see the G query heads of a kv head and the T new tokens as one axis of G*T
     rows: a plain batched matmul over (b, k). On XLA:CPU that made a batch-32 decode step 1.3x
@@ -128,7 +131,7 @@ def _attention(config, q_BTKGH, k_BTKH, v_BTKH, ck_BKSH, cv_BKSH, prefix_mask_BS
     s_prefix = s_prefix.reshape(B, K, G, T, -1)
     s_new = jnp.einsum("btkgh,bukh->bkgtu", q_BTKGH, k_BTKH, preferred_element_type=f32)
     neg = jnp.finfo(f32).min
-    s_prefix = jnp.where(prefix_mask_BS[:, None, None, None, :], s_prefix * scale, neg)
+    s_prefix = jnp.where(prefix_mask_BTS[:, None, None, :, :], s_prefix * scale, neg)
     s_new = jnp.where(new_mask_BTT[:, None, None, :, :], s_new * scale, neg)
     m = jnp.maximum(s_prefix.max(-1, keepdims=True), s_new.max(-1, keepdims=True))
     p_prefix, p_new = jnp.exp(s_prefix - m), jnp.exp(s_new - m)
@@ -150,6 +153,7 @@ def hidden_states(
     attn_mask_BTT: jax.Array,
     feature_layers: tuple[int, ...] = (),
     inputs_BTD: jax.Array | None = None,
+    prefix_mask_BTS: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
     """Runs the blocks over T new tokens that follow each row's cached prefix.
 
@@ -162,6 +166,8 @@ def hidden_states(
         read low, middle and high layers); empty: none, and the forward costs what it did.
       inputs_BTD: the blocks' input in place of the tokens' embeddings (tokens_BT may then be
         None): EAGLE-style drafters feed a projection of [next token's embedding, hidden state].
+      prefix_mask_BTS: bool, which cached slots each new token sees, in place of every row's
+        valid prefix [0, cache.length[b]) (a drafter trained on its own rollouts needs it).
 
     Returns:
       hidden_BTD after the final norm, the new keys/values k_LBTKH, v_LBTKH for the cache, and
@@ -179,7 +185,8 @@ def hidden_states(
         angles = positions_BT.astype(jnp.float32)[..., None] * inv  # [B, T, H/2]
         cos, sin = jnp.cos(angles), jnp.sin(angles)
     S = cache.k.shape[3]
-    prefix_mask_BS = jnp.arange(S)[None, :] < cache.length[:, None]
+    if prefix_mask_BTS is None:
+        prefix_mask_BTS = (jnp.arange(S)[None, :] < cache.length[:, None])[:, None, :]
 
     def block(x_BTD, layer):
         p, ck_BKSH, cv_BKSH = layer
@@ -193,7 +200,7 @@ def hidden_states(
         if cos is not None:
             q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
         attn = _attention(
-            config, q.reshape(B, T, K, G, H), k, v, ck_BKSH, cv_BKSH, prefix_mask_BS, attn_mask_BTT
+            config, q.reshape(B, T, K, G, H), k, v, ck_BKSH, cv_BKSH, prefix_mask_BTS, attn_mask_BTT
         )
         o = jnp.einsum("btn,nd->btd", attn.reshape(B, T, Q * H), p.wo)
         if p.bo is not None:

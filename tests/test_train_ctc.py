@@ -1,7 +1,8 @@
 """CTC drafter training: the CTC term is the brute-force sum over alignments of the windows the
 loss picks (frames j..j+5 against the target's greedy tokens after h_{j+1..j+3}), the loss falls
 on a fixed batch, a trained module saves, loads, decodes exactly and drafts better than its
-start, and a stopped run resumes bit for bit."""
+start, a stopped run resumes bit for bit, and the training-time rollout computes the frames the
+drafter computes at inference."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ from models.config import ModelConfig
 from models.ctc_draft import attach, draft_config, frame_features, frame_logits, init_ctc_head
 from models.transformer import causal_mask, init_params
 from tests.conftest import fit_fixed_batch
-from train_heads.ctc_draft import CTC_FRAMES, CTCFrozen, ctc_windows, make_ctc_loss
+from train_heads.ctc_draft import (
+    CTC_FRAMES,
+    CTCFrozen,
+    ctc_windows,
+    make_ctc_loss,
+    rollout_features,
+)
 from train_heads.head_batch import HeadBatch
 
 TARGET = ModelConfig(model_type="llama", V=12, D=16, L=2, F=32, Q=2, K=1, H=8, max_positions=64)
@@ -105,6 +112,50 @@ def test_the_loss_falls_on_a_fixed_batch():
     loss = make_ctc_loss(draft_config(TARGET), 0.1)
     first, last, _ = fit_fixed_batch(loss, own, frozen, batch, steps=60)
     assert last < 0.6 * first
+
+
+def test_rollout_frames_are_the_frames_drafted_at_inference_on_the_answer_tokens():
+    """Frame d of start t, from the one-call rollout, equals drafting from a cache of the pairs
+    j < t one frame at a time (as `draft_chain` does), fed the answer's tokens x_{t+1}, x_{t+2}, ..."""
+    target, batch, own, frozen = _setup(7)
+    config = draft_config(TARGET)
+    params = attach(own, target)
+    frames = 3
+    cache = init_cache(1, B, config.K, 1, config.H)
+    nxt = jnp.concatenate([batch.tokens[:, 1:], jnp.zeros((B, 1), jnp.int32)], axis=1)
+    positions = jnp.broadcast_to(jnp.arange(S), (B, S))
+    f1, k, v = frame_features(
+        config, params, batch.hidden, nxt, positions, cache, causal_mask(B, S)
+    )
+    rolled = rollout_features(config, params, batch.tokens, f1, k, v, frames)
+    assert len(rolled) == frames - 1
+
+    @jax.jit
+    def draft_one(row, hidden, token, position):
+        f, fk, fv = frame_features(config, params, hidden, token, position, row, causal_mask(1, 1))
+        return f, row.append(fk, fv)
+
+    for b, t in itertools.product(range(B), range(S - frames)):
+        row = init_cache(1, 1, config.K, S + frames, config.H).append(
+            k[:, b : b + 1, :t], v[:, b : b + 1, :t]
+        )
+        hidden = batch.hidden[b : b + 1, t : t + 1]
+        for d in range(1, frames + 1):
+            token = batch.tokens[b : b + 1, t + d : t + d + 1]
+            f, row = draft_one(row, hidden, token, jnp.full((1, 1), t + d - 1))
+            hidden = f
+            want = f1 if d == 1 else rolled[d - 2]
+            np.testing.assert_allclose(f[0, 0], want[b, t], rtol=1e-4, atol=1e-5)
+
+
+def test_the_rollout_loss_falls_and_scores_every_frame():
+    _, batch, own, frozen = _setup(5, frequent=True)
+    loss = make_ctc_loss(draft_config(TARGET), 0.01, rollout_frames=3)
+    first, last, sums = fit_fixed_batch(loss, own, frozen, batch, steps=60)
+    assert last < 0.6 * first
+    assert {"step_top1_1", "step_top1_2"} <= set(sums)
+    plain = make_ctc_loss(draft_config(TARGET), 0.01)(own, frozen, batch)[1]
+    assert "step_top1_1" not in plain
 
 
 def test_a_trained_drafter_saves_loads_and_drafts_better(tiny_hidden_data, tmp_path):

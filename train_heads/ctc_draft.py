@@ -47,6 +47,7 @@ CTC_FRAMES = 6  # frames per CTC window (the released code's)
 CTC_LABELS = 3  # target tokens per window
 FEATURE_WEIGHT = 1.0
 SOFT_CE_WEIGHT = 0.1
+ROLLOUT_DECAY = 0.8  # frame d's weight is ROLLOUT_DECAY ** (d - 1) (`make_ctc_loss`)
 
 
 @struct.dataclass
@@ -82,10 +83,59 @@ def ctc_windows(frames_BSK: jax.Array, labels_BS: jax.Array, ok_BS: jax.Array, b
     return (per_window / CTC_LABELS * weight).sum(), weight.sum()
 
 
-def make_ctc_loss(config: ModelConfig, ctc_weight: float):
+def rollout_features(
+    config: ModelConfig,
+    params: CTCDraftParams,
+    tokens_BS: jax.Array,
+    features_BSD: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    frames: int,
+) -> list[jax.Array]:
+    """[features of frame 2, ..., frame `frames`], each [B, S, D]: at every start t, the frames
+    drafted after frame 1 as at inference, each reading the previous frame's own feature, but with
+    the answer's token x_{t+d} in place of the drafted one (a path is only drafted on while its
+    tokens are right: the training-time test of EAGLE-3, Li et al. 2025).
+
+    features_BSD, k, v: frame 1 at every position (the teacher-forced pass). Frame d at t sits at
+    position t + d - 1 and sees what it sees when drafting: the teacher-forced pairs j <= t (frame 1
+    at t among them) and frames 2..d-1 of its own start t; every frame d of every start runs in one
+    call, with the earlier frames as a cache of (d - 1) * S slots and a per-frame slot mask.
+    """
+    B, S, _ = features_BSD.shape
+    cache = init_cache(1, B, config.K, max(frames - 1, 1) * S, config.H, features_BSD.dtype)
+    cache = cache.append(k, v)
+    slot = jnp.arange(cache.max_len)
+    block, j = slot // S, slot % S
+    t = jnp.arange(S)[:, None]
+    out, feature = [], features_BSD
+    for d in range(2, frames + 1):
+        sees = ((block == 0) & (j <= t)) | ((block >= 1) & (block < d - 1) & (j == t))  # [S, slots]
+        positions = jnp.broadcast_to(jnp.arange(S, dtype=jnp.int32) + d - 1, (B, S))
+        feature, k, v = frame_features(
+            config,
+            params,
+            feature,
+            shift(tokens_BS, d, 0),
+            positions,
+            cache,
+            jnp.broadcast_to(jnp.eye(S, dtype=bool), (B, S, S)),
+            jnp.broadcast_to(sees, (B, S, cache.max_len)),
+        )
+        out.append(feature)
+        if d < frames:
+            cache = cache.append(k, v)
+    return out
+
+
+def make_ctc_loss(config: ModelConfig, ctc_weight: float, rollout_frames: int = 1):
     """loss(own, frozen, batch) -> (mean loss, sums) with the sums `train_heads.train.fit` reads:
     count, loss, top1 (frame 1's best token column is x_{j+2}), feature, soft_ce, ctc (means
-    times count), and depth 0's CE and top-1 (`depth_sums`)."""
+    times count), and each frame's CE and top-1 (`depth_sums`; frame d + 1 is depth d).
+
+    rollout_frames > 1 also scores frames 2..rollout_frames drafted on the module's own features
+    (`rollout_features`): frame d's feature and soft cross-entropy terms against h_{t+d}, weighted
+    0.8^(d-1) as Medusa weights its heads; the CTC term stays on frame 1's windows."""
 
     def loss(own: CTCDraftHead, frozen: CTCFrozen, batch: HeadBatch):
         head = own.replace(head_token_ids=frozen.head_token_ids)
@@ -94,33 +144,47 @@ def make_ctc_loss(config: ModelConfig, ctc_weight: float):
         hidden = batch.hidden.astype(own.fc_w.dtype)
         cache = init_cache(1, B, config.K, 1, config.H, own.fc_w.dtype)
         positions = jnp.broadcast_to(jnp.arange(S, dtype=jnp.int32), (B, S))
-        features, _, _ = frame_features(
+        features, k, v = frame_features(
             config, params, hidden, shift(batch.tokens, 1, 0), positions, cache, causal_mask(B, S)
         )
         frames = frame_logits(params, features)  # [B, S, V' + 1]
         blank = params.blank
-        weight = shift(batch.mask, 2, False).astype(jnp.float32)
-        count = jnp.maximum(weight.sum(), 1.0)
-
-        next_hidden = shift(hidden, 1, 0.0)
-        feature = optax.huber_loss(features, next_hidden, delta=1.0).mean(-1)
-        target_logits = jnp.einsum(
-            "bsd,dv->bsv", next_hidden, frozen.head_columns, preferred_element_type=jnp.float32
-        )
-        p = jax.nn.softmax(target_logits, axis=-1)
-        soft_ce = -(p * jax.nn.log_softmax(frames, axis=-1)[..., :blank]).sum(-1)
-        mean_feature = (feature * weight).sum() / count
-        mean_soft_ce = (soft_ce * weight).sum() / count
-        total = FEATURE_WEIGHT * mean_feature + SOFT_CE_WEIGHT * mean_soft_ce
-
-        sums = {}
         column = label_columns(frozen.head_token_ids, frozen.vocab_size)
-        depth_sums(sums, 0, frames[..., :blank], shift(batch.tokens, 2, 0), weight, column)
+        # the target's logits after h_{j+1}: frame j's soft target and its CTC labels
+        target_logits = jnp.einsum(
+            "bsd,dv->bsv", shift(hidden, 1, 0.0), frozen.head_columns,
+            preferred_element_type=jnp.float32,
+        )  # fmt: skip
+        sums = {}
+
+        def score(d, features_d, frames_d):
+            """Frame d's weighted feature + soft-CE mean, its sums, and its weight."""
+            weight = shift(batch.mask, d + 1, False).astype(jnp.float32)
+            count = jnp.maximum(weight.sum(), 1.0)
+            feature = optax.huber_loss(features_d, shift(hidden, d, 0.0), delta=1.0).mean(-1)
+            p = jax.nn.softmax(shift(target_logits, d - 1, 0.0), axis=-1)
+            soft_ce = -(p * jax.nn.log_softmax(frames_d, axis=-1)[..., :blank]).sum(-1)
+            depth_sums(
+                sums, d - 1, frames_d[..., :blank], shift(batch.tokens, d + 1, 0), weight, column
+            )
+            mean_feature = (feature * weight).sum() / count
+            mean_soft_ce = (soft_ce * weight).sum() / count
+            return (
+                FEATURE_WEIGHT * mean_feature + SOFT_CE_WEIGHT * mean_soft_ce,
+                mean_feature,
+                mean_soft_ce,
+            )
+
+        total, mean_feature, mean_soft_ce = score(1, features, frames)
         sums["feature"] = mean_feature * sums["count"]
         sums["soft_ce"] = mean_soft_ce * sums["count"]
+        rolled = rollout_features(config, params, batch.tokens, features, k, v, rollout_frames)
+        for d, features_d in enumerate(rolled, start=2):
+            term, _, _ = score(d, features_d, frame_logits(params, features_d))
+            total = total + ROLLOUT_DECAY ** (d - 1) * term
         if ctc_weight > 0:
             # label at position j: the target's greedy column after h_{j+1} (frame j's token)
-            greedy = jnp.argmax(target_logits, axis=-1)  # columns of h_{j+1}'s distribution
+            greedy = jnp.argmax(target_logits, axis=-1)
             answer = shift(batch.mask, 2, False)
             labelled = answer & shift(answer, 1, False) & shift(answer, 2, False)
             in_row = jnp.arange(S)[None, :] + CTC_FRAMES <= S

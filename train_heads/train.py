@@ -555,7 +555,7 @@ def train_ctc_drafter(
     )
     run = dict(resume=resume, stop_after=stop_after, progress=progress)
     state = fit(
-        make_ctc_loss(layer_config, cfg.ctc_weight),
+        make_ctc_loss(layer_config, cfg.ctc_weight, cfg.rollout_frames),
         head.replace(head_token_ids=None),
         frozen,
         train,
