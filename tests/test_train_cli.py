@@ -54,6 +54,11 @@ def test_make_data_then_train_writes_a_final_draft(pipeline):
         ("train_heads.train", ["--config=tiny_test", "--steps=abc"], "error:"),
         ("train_heads.train", ["--config=tiny_test", "--lr=-1"], "error: --lr must be > 0"),
         ("train_heads.train", ["--config=tiny_test", "--data_dir=/nonexistent"], "no manifest"),
+        (
+            "train_heads.train",
+            ["--config=tiny_ctc", "--rollout_frames=4"],
+            "error: --rollout_frames must be in [1, frames=3], got 4",
+        ),
         ("train_heads.make_data", ["--num_prompts=0"], "error: --num_prompts must be >= 1"),
         ("train_heads.make_data", ["--topk=-1"], "error: --topk must be >= 0"),
     ],
