@@ -102,8 +102,10 @@ def rollout_features(
     at t among them) and frames 2..d-1 of its own start t; every frame d of every start runs in one
     call, with the earlier frames as a cache of (d - 1) * S slots and a per-frame slot mask.
     """
+    if frames < 2:
+        return []
     B, S, _ = features_BSD.shape
-    cache = init_cache(1, B, config.K, max(frames - 1, 1) * S, config.H, features_BSD.dtype)
+    cache = init_cache(1, B, config.K, (frames - 1) * S, config.H, features_BSD.dtype)
     cache = cache.append(k, v)
     slot = jnp.arange(cache.max_len)
     block, j = slot // S, slot % S
@@ -158,7 +160,8 @@ def make_ctc_loss(config: ModelConfig, ctc_weight: float, rollout_frames: int = 
         sums = {}
 
         def score(d, features_d, frames_d):
-            """Frame d's weighted feature + soft-CE mean, its sums, and its weight."""
+            """(weighted feature + soft-CE mean, feature mean, soft-CE mean) of frame d; its CE and
+            top-1 go into `sums` as depth d - 1."""
             weight = shift(batch.mask, d + 1, False).astype(jnp.float32)
             count = jnp.maximum(weight.sum(), 1.0)
             feature = optax.huber_loss(features_d, shift(hidden, d, 0.0), delta=1.0).mean(-1)
