@@ -10,6 +10,11 @@ prefill and longer verify blocks keep the scan and its short compile.
 
 The decode engine adds the list on CPU, once per params object (kept while that object lives): it
 costs a second copy of the layer weights in memory. TPU and GPU keep the scan alone.
+
+Where `models.skinny_matmul` builds (x86-64 with AVX2/FMA and a C++ compiler, float32 weights), the
+list holds the matmul weights packed for its few-row kernel, and the LM head is packed too
+(`ModelParams.head_panels`, one more copy of the head): the forward then runs blocks of up to
+`PACKED_MAX_T` tokens, a speculative step's verify, on them.
 """
 
 from __future__ import annotations
@@ -20,22 +25,38 @@ import weakref
 import jax
 import jax.numpy as jnp
 
+from models import skinny_matmul
 from models.transformer import ModelParams
 
+_MATMULS = ("wqkv", "wo", "w_in", "w_out")
 
-def with_layer_list(params: ModelParams) -> ModelParams:
-    """params with `layer_list` set: L LayerParams, each array its own buffer."""
+
+def with_layer_list(params: ModelParams, pack: bool | None = None) -> ModelParams:
+    """params with `layer_list` set: L LayerParams, each array its own buffer, and the matmul
+    weights and LM head packed for `models.skinny_matmul` when `pack` (default: where it builds)."""
     if params.layer_list is not None:
         return params
+    if pack is None:
+        pack = params.dtype == jnp.float32 and skinny_matmul.available()
     L = params.layers.attn_norm.shape[0]
-    # Slicing outside jit gives each layer a buffer of its own (inside jit it would be a view).
-    layers = tuple(jax.tree.map(lambda a, i=i: jnp.array(a[i]), params.layers) for i in range(L))
-    return params.replace(layer_list=layers)
+    layers = []
+    for i in range(L):
+        # Slicing outside jit gives each layer a buffer of its own (inside jit it would be a view).
+        layer = jax.tree.map(lambda a, i=i: jnp.array(a[i]), params.layers)
+        if pack:
+            packed = {name: skinny_matmul.pack(getattr(layer, name)) for name in _MATMULS}
+            layer = layer.replace(**packed)
+        layers.append(layer)
+    head_panels = None
+    if pack:
+        head = params.embed.T if params.lm_head is None else params.lm_head  # [D, V]
+        head_panels = skinny_matmul.pack(head)
+    return params.replace(layer_list=tuple(layers), head_panels=head_panels)
 
 
 def without_layer_list(params: ModelParams) -> ModelParams:
     """The stacked weights alone (every forward scanned)."""
-    return params.replace(layer_list=None)
+    return params.replace(layer_list=None, head_panels=None)
 
 
 # Layer lists by the id of the original's first stacked weight, most recent last. Each entry holds
@@ -51,13 +72,14 @@ def _cached(params: ModelParams) -> ModelParams:
     hit = _COPIES.get(key)
     if hit is not None and hit[0]() is anchor:
         _COPIES.move_to_end(key)
-        return params.replace(layer_list=hit[1])
-    layer_list = with_layer_list(params).layer_list
-    _COPIES[key] = (weakref.ref(anchor), layer_list)
+        return params.replace(layer_list=hit[1], head_panels=hit[2])
+    split = with_layer_list(params)
+    layer_list, head_panels = split.layer_list, split.head_panels
+    _COPIES[key] = (weakref.ref(anchor), layer_list, head_panels)
     weakref.finalize(anchor, _COPIES.pop, key, None)
     while len(_COPIES) > MAX_COPIES:
         _COPIES.popitem(last=False)
-    return params.replace(layer_list=layer_list)
+    return params.replace(layer_list=layer_list, head_panels=head_panels)
 
 
 def for_decode(tree, on_cpu: bool):

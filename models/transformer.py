@@ -24,6 +24,8 @@ from flax import struct
 from models.cache import KVCache, init_cache
 from models.config import ModelConfig
 from models.errors import SpecjaxError
+from models.skinny_matmul import PackedWeight
+from models.skinny_matmul import matmul as skinny_matmul
 
 
 @struct.dataclass
@@ -67,6 +69,7 @@ class ModelParams:
     pos_embed: jax.Array | None = None  # [max_positions, D] (GPT-2)
     head_token_ids: jax.Array | None = None  # int32 [V'] (frequent-token draft head)
     layer_list: tuple[LayerParams, ...] | None = None  # `layers` one array per layer (CPU decode)
+    head_panels: PackedWeight | None = None  # the LM head packed for few-row matmuls (CPU decode)
 
     @property
     def dtype(self) -> jnp.dtype:
@@ -81,6 +84,13 @@ def _norm(config: ModelConfig, x, scale, bias=None):
     y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + config.norm_eps)
     y = y.astype(x.dtype) * scale
     return y if bias is None else y + bias
+
+
+def _dense(x, w):
+    """x @ w over the last axis: the few-row kernel when the CPU decode packed w, else XLA's dot."""
+    if isinstance(w, PackedWeight):
+        return skinny_matmul(x, w).astype(x.dtype)
+    return jnp.einsum("...d,dn->...n", x, w)
 
 
 def rope_inverse_frequencies(config: ModelConfig) -> np.ndarray:
@@ -191,7 +201,7 @@ def hidden_states(
     def block(x_BTD, layer):
         p, ck_BKSH, cv_BKSH = layer
         h = _norm(config, x_BTD, p.attn_norm, p.attn_norm_bias)
-        qkv = jnp.einsum("btd,dn->btn", h, p.wqkv)
+        qkv = _dense(h, p.wqkv)
         if p.bqkv is not None:
             qkv = qkv + p.bqkv
         q = qkv[..., : Q * H].reshape(B, T, Q, H)
@@ -202,18 +212,18 @@ def hidden_states(
         attn = _attention(
             config, q.reshape(B, T, K, G, H), k, v, ck_BKSH, cv_BKSH, prefix_mask_BTS, attn_mask_BTT
         )
-        o = jnp.einsum("btn,nd->btd", attn.reshape(B, T, Q * H), p.wo)
+        o = _dense(attn.reshape(B, T, Q * H), p.wo)
         if p.bo is not None:
             o = o + p.bo
         x_BTD = x_BTD + o
         h = _norm(config, x_BTD, p.mlp_norm, p.mlp_norm_bias)
-        u = jnp.einsum("btd,df->btf", h, p.w_in)
+        u = _dense(h, p.w_in)
         if config.is_gpt2:
             u = jax.nn.gelu(u + p.b_in, approximate=True)
         else:
             gate, up = u[..., : config.F], u[..., config.F :]
             u = jax.nn.silu(gate) * up
-        m = jnp.einsum("btf,fd->btd", u, p.w_out)
+        m = _dense(u, p.w_out)
         if p.b_out is not None:
             m = m + p.b_out
         x_BTD = x_BTD + m
@@ -222,10 +232,10 @@ def hidden_states(
     for layer in feature_layers:
         if not 0 <= layer < config.L:
             raise SpecjaxError(f"feature layer {layer} is outside the model's {config.L} layers")
-    if params.layer_list is not None and T <= PER_LAYER_MAX_T:
+    if params.layer_list is not None and T <= per_layer_max_t(params):
         # Per-layer arrays (`models.layer_layout`): a Python loop, each dot reading its weights in
         # place. XLA:CPU copies every slice a scan takes of stacked weights before the dot, which
-        # made the 1-token forward 1.4x slower; the price is a compile 4-5x longer, paid only here.
+        # made the 1-token forward 1.4x slower; the price is a longer compile, paid only here.
         outs = []
         for i, p in enumerate(params.layer_list):
             x, out = block(x, (p, cache.k[i], cache.v[i]))
@@ -248,11 +258,26 @@ def hidden_states(
 # SmolLM2-135M, 2-core CPU: 30 vs 43 ms at T = 1, 39 vs 46 at T = 2, alike from T = 4 (the
 # matrix-matrix kernel, not the copy, is the cost there), so longer blocks keep the scan's compile.
 PER_LAYER_MAX_T = 2
+# With the layer list packed for `models.skinny_matmul` the verify blocks of speculative methods
+# run on it too: its kernel reads each weight once for any row count (the 120 layer matmuls of
+# SmolLM2-135M took 25 vs 42 ms at T = 8, 37 vs 59 at T = 16 against XLA's dot).
+PACKED_MAX_T = 32
+
+
+def per_layer_max_t(params: ModelParams) -> int:
+    """The longest block that runs on `params.layer_list` (0 when there is none)."""
+    if params.layer_list is None:
+        return 0
+    packed = isinstance(params.layer_list[0].wqkv, PackedWeight)
+    return PACKED_MAX_T if packed else PER_LAYER_MAX_T
 
 
 def lm_logits(params: ModelParams, hidden_BTD: jax.Array) -> jax.Array:
     """float32 logits [B, T, V]; a tied head reuses the embedding without a transposed copy."""
     f32 = jnp.float32
+    B, T = hidden_BTD.shape[:2]
+    if params.head_panels is not None and T <= PACKED_MAX_T:
+        return skinny_matmul(hidden_BTD, params.head_panels)
     if params.lm_head is None:
         return jnp.einsum("btd,vd->btv", hidden_BTD, params.embed, preferred_element_type=f32)
     return jnp.einsum("btd,dv->btv", hidden_BTD, params.lm_head, preferred_element_type=f32)

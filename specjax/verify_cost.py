@@ -17,7 +17,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from models import layer_layout
+from models import layer_layout, skinny_matmul
 from models.cache import init_cache
 from models.config import ModelConfig
 from models.derived_cache import cache_root
@@ -44,7 +44,7 @@ def verify_cost_curve(
     cache = init_cache(config.L, 1, config.K, context + max(Ts) + 1, config.H, params.dtype)
     cache = cache.replace(length=jnp.array([context], jnp.int32))
     fwd = jax.jit(forward, static_argnums=0)
-    ms = {}
+    runs = {}
     for T in Ts:
         args = (
             jnp.zeros((1, T), jnp.int32),
@@ -54,12 +54,16 @@ def verify_cost_curve(
         )
         run = fwd.lower(config, params, *args).compile()
         jax.block_until_ready(run(params, *args))
-        times = []
-        for _ in range(repeats):
+        runs[T] = (run, args)
+    # The T's take turns, so a slow spell of a shared machine lands on every T alike instead of on
+    # one T's back-to-back timings (which once measured c(4) = 3 and collapsed an auto tree).
+    times = {T: [] for T in Ts}
+    for _ in range(repeats):
+        for T, (run, args) in runs.items():
             t0 = time.perf_counter()
             jax.block_until_ready(run(params, *args))
-            times.append(time.perf_counter() - t0)
-        ms[T] = 1e3 * statistics.median(times)
+            times[T].append(time.perf_counter() - t0)
+    ms = {T: 1e3 * statistics.median(times[T]) for T in Ts}
     return {"ms": ms, "c": {T: ms[T] / ms[1] for T in Ts}}
 
 
@@ -76,6 +80,7 @@ def _curve_path(config: ModelConfig, params: ModelParams, what: str):
             "device": jax.local_devices()[0].device_kind,
             "devices": jax.local_device_count(),
             "per_layer": PER_LAYER_ON_CPU,
+            "skinny_matmul": skinny_matmul.available(),
             "what": what,
             "format": FORMAT,
         },

@@ -7,26 +7,40 @@ import gc
 
 import jax
 import numpy as np
+import pytest
 
 from models import layer_layout
 from models.config import ModelConfig
 from models.layer_layout import for_decode, with_layer_list, without_layer_list
-from models.transformer import init_params
+from models.skinny_matmul import PackedWeight, unpack
+from models.transformer import LayerParams, init_params
 from specjax import engine
 
 CONFIG = ModelConfig(model_type="llama", V=96, D=32, L=3, Q=4, K=2, H=8, F=48, max_positions=128)
 
 
-def test_the_layer_list_holds_each_layers_own_weights():
+@pytest.mark.parametrize("pack", [False, True], ids=["plain", "packed"])
+def test_the_layer_list_holds_each_layers_own_weights(pack):
     params = init_params(CONFIG, jax.random.key(0))
-    split = with_layer_list(params)
+    split = with_layer_list(params, pack=pack)
     assert len(split.layer_list) == CONFIG.L and split.layers is params.layers
     assert split.layer_list[1].wqkv.shape == params.layers.wqkv.shape[1:]
     for i, layer in enumerate(split.layer_list):
-        for a, b in zip(jax.tree.leaves(layer), jax.tree.leaves(params.layers), strict=True):
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b[i]))
+        for name in LayerParams.__dataclass_fields__:
+            a, b = getattr(layer, name), getattr(params.layers, name)
+            assert isinstance(a, PackedWeight) == (pack and name in ("wqkv", "wo", "w_in", "w_out"))
+            a = unpack(a) if isinstance(a, PackedWeight) else a
+            np.testing.assert_array_equal(
+                np.asarray(a), np.asarray(b[i]) if b is not None else None
+            )
+    if pack:
+        head = params.embed.T if params.lm_head is None else params.lm_head
+        np.testing.assert_array_equal(unpack(split.head_panels), np.asarray(head))
+    else:
+        assert split.head_panels is None
     assert with_layer_list(split) is split
-    assert without_layer_list(split).layer_list is None
+    stacked = without_layer_list(split)
+    assert stacked.layer_list is None and stacked.head_panels is None
 
 
 def test_the_decode_copy_is_made_once_per_params_object_and_freed_with_it():

@@ -124,17 +124,22 @@ def test_a_feature_layer_outside_the_model_is_a_clear_error(tiny):
         )  # fmt: skip
 
 
-def test_per_layer_weights_match_transformers_prompt_step_and_features(tiny):
-    """The CPU decode's per-layer arrays (a Python loop, T <= 2) are the same model."""
+@pytest.mark.parametrize("pack", [False, True], ids=["plain", "packed"])
+def test_per_layer_weights_match_transformers_prompt_step_and_features(tiny, pack):
+    """The CPU decode's per-layer arrays (a Python loop over short blocks), plain or packed for
+    the few-row kernel, are the same model."""
+    from models import skinny_matmul
     from models.layer_layout import with_layer_list
-    from models.transformer import PER_LAYER_MAX_T
+    from models.transformer import PER_LAYER_MAX_T, per_layer_max_t
 
+    if pack and not skinny_matmul.available():
+        pytest.skip("the few-row matmul kernel does not build here (needs x86-64 AVX2/FMA, g++)")
     _, ref, config, params = tiny
-    split = with_layer_list(params)
+    split = with_layer_list(params, pack=pack)
     assert len(split.layer_list) == config.L
-    tokens = np.random.default_rng(3).integers(0, config.V, size=(2, 20))
+    tokens = np.random.default_rng(3).integers(0, config.V, size=(2, 24))
     expected = torch_logits(ref, tokens)
-    B, P = 2, 12  # a prompt of P tokens (scanned), then 1- and 2-token steps on the list
+    B, P = 2, 12  # a prompt of P tokens (scanned), then short blocks on the list
     cache = init_cache(config.L, B, config.K, 32, config.H)
     positions = jnp.broadcast_to(jnp.arange(P), (B, P))
     _, _, cache = forward(
@@ -148,7 +153,9 @@ def test_per_layer_weights_match_transformers_prompt_step_and_features(tiny):
         return forward_with_features(config, p, tok, pos, c, causal_mask(B, T), (0,))
 
     t = P
-    for T in (1, PER_LAYER_MAX_T, 1, PER_LAYER_MAX_T):
+    blocks = (1, 5, 1, 2) if pack else (1, PER_LAYER_MAX_T, 1, PER_LAYER_MAX_T)
+    assert max(blocks) <= per_layer_max_t(split)
+    for T in blocks:
         logits, _, features, cache = step(split, cache, t, T)
         _, _, scanned_features, scanned_cache = step(params, scanned_cache, t, T)
         np.testing.assert_allclose(np.asarray(logits), expected[:, t : t + T], atol=1e-4, rtol=0)
