@@ -86,6 +86,14 @@ def _compiler() -> str | None:
     return None
 
 
+def kernel_dir() -> Path:
+    """Where built kernels live: `$SPECJAX_KERNEL_CACHE`, else `kernels/` in specjax's cache. A
+    kernel's file name carries a hash of its source, compiler, flags and jaxlib, so one directory
+    may serve any number of caches (the test suite shares one across its processes)."""
+    env = os.environ.get("SPECJAX_KERNEL_CACHE")
+    return Path(env).expanduser() if env else cache_root() / "kernels"
+
+
 def _build(cxx: str) -> Path:
     """The shared library for this source, compiler and jaxlib, built once per cache directory."""
     include = jax.ffi.include_dir()
@@ -94,7 +102,7 @@ def _build(cxx: str) -> Path:
     ident = hashlib.sha256()
     for part in (_SOURCE.read_bytes(), version, include, jax.__version__, " ".join(flags)):
         ident.update(part if isinstance(part, bytes) else part.encode())
-    out = cache_root() / "kernels" / f"skinny_matmul-{ident.hexdigest()[:16]}.so"
+    out = kernel_dir() / f"skinny_matmul-{ident.hexdigest()[:16]}.so"
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)

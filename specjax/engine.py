@@ -29,8 +29,6 @@ from models.layer_layout import for_decode
 from models.transformer import (
     ModelParams,
     causal_mask,
-    forward,
-    forward_with_features,
     hidden_states,
     lm_logits,
 )
@@ -178,9 +176,23 @@ def vanilla_step(
     """One target forward over each row's last token: the baseline everything is measured against."""
     B = state.next_token.shape[0]
     cache = state.cache
-    logits, _, new_cache = forward(
-        config, params, state.next_token[:, None], cache.length[:, None], cache, causal_mask(B, 1)
-    )
+
+    def run(cache):
+        hidden, k_new, v_new, _ = hidden_states(
+            config, params, state.next_token[:, None], cache.length[:, None], cache,
+            causal_mask(B, 1),
+        )  # fmt: skip
+        return lm_logits(params, hidden), k_new, v_new
+
+    def skip(cache):
+        kv = jnp.zeros((config.L, B, 1, config.K, config.H), cache.k.dtype)
+        return jnp.zeros((B, 1, config.V), jnp.float32), kv, kv
+
+    # The forward sits in a branch (never skipped while a row is active, which the loop ensures)
+    # so that XLA reads the cache in place and appends after it: with the reads and the append in
+    # one computation, XLA:CPU copied every layer's keys and values twice per step.
+    logits, k_new, v_new = jax.lax.cond(jnp.any(~state.done), run, skip, cache)
+    new_cache = cache.append(k_new, v_new)
     new_cache = new_cache.replace(length=jnp.where(state.done, cache.length, new_cache.length))
     token = _sample_rows(state.row_keys, state.num_new, logits[:, 0], spec.sampling)
     active = ~state.done
@@ -205,9 +217,14 @@ def _target_block(
     depth, mask = tree_mask(cands.parent)
     F = len(feature_layers)
 
+    # The branches read the cache and return the block's new keys and values; the one append
+    # after the switch writes them in place. (A switch that returned the cache copied it whole on
+    # the way in and out of every branch: two copies of every layer's keys and values per step.)
+    L, K, H = config.L, config.K, config.H
+
     def forward_over(t):
         def run(cache):
-            logits, hidden, features, new_cache = forward_with_features(
+            hidden, k_new, v_new, features = hidden_states(
                 config,
                 params,
                 cands.tokens[:, :t],
@@ -216,14 +233,17 @@ def _target_block(
                 mask[:, :t, :t],
                 feature_layers,
             )
+            logits = lm_logits(params, hidden)
             if t == T:
-                return logits, hidden, features, new_cache
+                return logits, hidden, features, k_new, v_new
             pad = ((0, 0), (0, T - t), (0, 0))
+            kv_pad = ((0, 0), (0, 0), (0, T - t), (0, 0), (0, 0))
             return (
                 jnp.pad(logits, pad),
                 jnp.pad(hidden, pad),
                 None if features is None else jnp.pad(features, pad + ((0, 0),)),
-                new_cache.replace(length=new_cache.length + T - t),
+                jnp.pad(k_new, kv_pad),
+                jnp.pad(v_new, kv_pad),
             )
 
         return run
@@ -232,7 +252,8 @@ def _target_block(
         logits = jnp.zeros((B, T, config.V), jnp.float32)
         hidden = jnp.zeros((B, T, config.D), params.dtype)
         features = jnp.zeros((B, T, F, config.D), params.dtype) if F else None
-        return logits, hidden, features, cache.replace(length=cache.length + T)
+        kv = jnp.zeros((L, B, T, K, H), cache.k.dtype)
+        return logits, hidden, features, kv, kv
 
     occupied = (cands.parent != NO_PARENT).at[:, 0].set(True)  # the root always
     last_slot = jnp.max(jnp.where(occupied, jnp.arange(T)[None, :], 0), axis=1)  # [B]
@@ -240,9 +261,12 @@ def _target_block(
     size_index = jnp.sum(jnp.asarray(sizes[:-1]) < used).astype(jnp.int32)
     branches = tuple(forward_over(t) for t in sizes)
     if not may_skip:
-        return jax.lax.switch(size_index, branches, cache)
-    branch = jnp.where(jnp.any(needed), 1 + size_index, 0)
-    return jax.lax.switch(branch, (skip, *branches), cache)
+        out = jax.lax.switch(size_index, branches, cache)
+    else:
+        branch = jnp.where(jnp.any(needed), 1 + size_index, 0)
+        out = jax.lax.switch(branch, (skip, *branches), cache)
+    logits, hidden, features, k_new, v_new = out
+    return logits, hidden, features, cache.append(k_new, v_new)
 
 
 def verify_sizes_of(drafter, T: int) -> tuple[int, ...]:

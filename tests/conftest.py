@@ -38,6 +38,9 @@ def specjax_cache(tmp_path_factory):
     # The compiled programs live in it too, also for subprocesses given a specjax cache of their
     # own (the bench tests): CLI runs of the same tiny model share their compilations.
     settings = {"SPECJAX_CACHE": str(path), "JAX_COMPILATION_CACHE_DIR": str(path / "xla")}
+    # The few-row matmul kernel is built once for the whole run: every test process and the CLI
+    # subprocesses with caches of their own share the directory (its files are content-named).
+    settings["SPECJAX_KERNEL_CACHE"] = str(tmp_path_factory.getbasetemp().parent / "kernels")
     old = {k: os.environ.get(k) for k in settings}
     os.environ.update(settings)
     yield path
