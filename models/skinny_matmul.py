@@ -30,6 +30,7 @@ from absl import logging
 from flax import struct
 
 from models.derived_cache import cache_root
+from models.progress import phase
 
 PANEL = 16  # columns per packed panel (the kernel's two AVX registers)
 _SOURCE = Path(__file__).with_name("skinny_matmul.cc")
@@ -106,12 +107,12 @@ def _build(cxx: str) -> Path:
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    logging.info("building the few-row matmul kernel with %s (once per machine, ~10 s)", cxx)
     # Built under a temporary name and renamed into place: parallel first uses never see half a file.
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
     cmd = [cxx, *flags, "-I", include, str(_SOURCE), "-o", tmp]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    with phase("building the CPU matmul kernel (once per machine)"):
+        done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         os.unlink(tmp)
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr else "build failed")
