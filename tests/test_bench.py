@@ -118,7 +118,14 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory):
     medusa = _untrained_medusa(model_dir, root / "medusa")
     verifier = _untrained_verifier(model_dir, root / "verifier")
     out = root / "out"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", SPECJAX_CACHE=str(root / "cache"))
+    # Every forward scanned: this run compiles some 60 programs, and the per-layer layout's
+    # unrolled ones compile slower; the layouts give the same tokens (tests/test_layer_layout.py).
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        SPECJAX_CACHE=str(root / "cache"),
+        SPECJAX_CPU_LAYERS="stacked",
+    )
     proc = run_bench(
         f"--model={model_dir}",
         f"--prompts={prompts}",

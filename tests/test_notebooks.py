@@ -32,8 +32,16 @@ def test_stored_notebooks_carry_no_outputs(path):
             assert cell.outputs == [] and cell.execution_count is None, cell.source[:80]
 
 
+# The quickstart runs in the default suite; the train_head and bench notebooks drive the same
+# train and bench code that tests/test_train_cli.py and tests/test_bench.py run, so they are
+# extended (about 160 s of a suite kept under 30 minutes on 2 cores).
+RUNS = [
+    pytest.param(p, marks=pytest.mark.extended) if p.stem != "quickstart" else p for p in NOTEBOOKS
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", RUNS, ids=lambda p: p.stem)
 def test_notebook_runs_top_to_bottom_on_cpu(path, tmp_path, monkeypatch):
     missing = [m for m in NEEDS if importlib.util.find_spec(m) is None]
     if missing:
