@@ -275,8 +275,7 @@ def per_layer_max_t(params: ModelParams) -> int:
 def lm_logits(params: ModelParams, hidden_BTD: jax.Array) -> jax.Array:
     """float32 logits [B, T, V]; a tied head reuses the embedding without a transposed copy."""
     f32 = jnp.float32
-    B, T = hidden_BTD.shape[:2]
-    if params.head_panels is not None and T <= PACKED_MAX_T:
+    if params.head_panels is not None and hidden_BTD.shape[1] <= PACKED_MAX_T:
         return skinny_matmul(hidden_BTD, params.head_panels)
     if params.lm_head is None:
         return jnp.einsum("btd,vd->btv", hidden_BTD, params.embed, preferred_element_type=f32)
