@@ -29,15 +29,20 @@ constexpr int kBlock = 128;  // weight rows per L1-resident block of a panel (8 
 constexpr int kMaxRows = 6;  // rows of x per register tile: 12 accumulators + 2 weights + 1 x
 
 // acc[i, :] += x[i, k0:k1] @ w[k0:k1, :] for the R rows of one tile (R a compile-time constant so
-// the accumulators live in registers).
+// the accumulators live in registers). With `ahead`, step k also prefetches ahead[(k - k0) *
+// stride]: while the tiles after the first read their block from L1, memory stays busy.
 template <int R>
-void Tile(const float* x, int64_t D, const float* w, float* acc, int64_t k0, int64_t k1) {
+void Tile(const float* x, int64_t D, const float* w, float* acc, int64_t k0, int64_t k1,
+          const float* ahead, int64_t stride) {
   __m256 a[R][2];
   for (int i = 0; i < R; ++i) {
     a[i][0] = _mm256_loadu_ps(acc + kPanel * i);
     a[i][1] = _mm256_loadu_ps(acc + kPanel * i + 8);
   }
   for (int64_t k = k0; k < k1; ++k) {
+    if (ahead != nullptr) {
+      _mm_prefetch(reinterpret_cast<const char*>(ahead + (k - k0) * stride), _MM_HINT_T0);
+    }
     const __m256 w0 = _mm256_loadu_ps(w + k * kPanel);
     const __m256 w1 = _mm256_loadu_ps(w + k * kPanel + 8);
     for (int i = 0; i < R; ++i) {
@@ -53,14 +58,14 @@ void Tile(const float* x, int64_t D, const float* w, float* acc, int64_t k0, int
 }
 
 void TileRows(int rows, const float* x, int64_t D, const float* w, float* acc, int64_t k0,
-              int64_t k1) {
+              int64_t k1, const float* ahead, int64_t stride) {
   switch (rows) {
-    case 1: return Tile<1>(x, D, w, acc, k0, k1);
-    case 2: return Tile<2>(x, D, w, acc, k0, k1);
-    case 3: return Tile<3>(x, D, w, acc, k0, k1);
-    case 4: return Tile<4>(x, D, w, acc, k0, k1);
-    case 5: return Tile<5>(x, D, w, acc, k0, k1);
-    default: return Tile<6>(x, D, w, acc, k0, k1);
+    case 1: return Tile<1>(x, D, w, acc, k0, k1, ahead, stride);
+    case 2: return Tile<2>(x, D, w, acc, k0, k1, ahead, stride);
+    case 3: return Tile<3>(x, D, w, acc, k0, k1, ahead, stride);
+    case 4: return Tile<4>(x, D, w, acc, k0, k1, ahead, stride);
+    case 5: return Tile<5>(x, D, w, acc, k0, k1, ahead, stride);
+    default: return Tile<6>(x, D, w, acc, k0, k1, ahead, stride);
   }
 }
 
@@ -71,11 +76,18 @@ void Panel(const float* x, int64_t N, int64_t D, const float* w_p, float* y, int
   // Rows in tiles of near-equal size (7 rows as 4 + 3, not 6 + 1).
   const int64_t tiles = (N + kMaxRows - 1) / kMaxRows;
   const int64_t tile = (N + tiles - 1) / tiles;
+  const int64_t stride = std::max<int64_t>(1, kPanel / tiles);  // floats between prefetches
   for (int64_t k0 = 0; k0 < D; k0 += kBlock) {
     const int64_t k1 = std::min(k0 + kBlock, D);
     for (int64_t r0 = 0; r0 < N; r0 += tile) {
       const int rows = static_cast<int>(std::min(tile, N - r0));
-      TileRows(rows, x + r0 * D, D, w_p, acc + kPanel * r0, k0, k1);
+      // With several tiles, each fetches its share of the next block (the panel's next block, or
+      // the start of the next panel: panels are contiguous, and a prefetch past the weights' end
+      // is harmless), so memory streams while the tiles compute from L1.
+      const int64_t t = r0 / tile;
+      const float* ahead =
+          tiles > 1 ? w_p + k1 * kPanel + t * (kBlock / tiles) * kPanel : nullptr;
+      TileRows(rows, x + r0 * D, D, w_p, acc + kPanel * r0, k0, k1, ahead, stride);
     }
   }
   const int64_t col0 = p * kPanel;

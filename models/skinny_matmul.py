@@ -120,6 +120,12 @@ def _build(cxx: str) -> Path:
     return out
 
 
+def source_digest() -> str:
+    """A short hash of the kernel's source: caches of what the kernel's speed decides (the
+    measured verify cost) are keyed by it, so an edited kernel is measured again."""
+    return hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:16]
+
+
 @functools.cache
 def available() -> bool:
     """Whether the kernel is built and registered here (tried once per process)."""

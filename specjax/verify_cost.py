@@ -80,7 +80,7 @@ def _curve_path(config: ModelConfig, params: ModelParams, what: str):
             "device": jax.local_devices()[0].device_kind,
             "devices": jax.local_device_count(),
             "per_layer": PER_LAYER_ON_CPU,
-            "skinny_matmul": skinny_matmul.available(),
+            "skinny_matmul": skinny_matmul.available() and skinny_matmul.source_digest(),
             "what": what,
             "format": FORMAT,
         },

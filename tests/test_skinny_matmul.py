@@ -39,3 +39,15 @@ def test_leading_axes_and_vmap_keep_their_shape():
     got = jax.jit(jax.vmap(lambda xi: skinny_matmul.matmul(xi, packed)))(jnp.asarray(x))
     np.testing.assert_allclose(np.asarray(got), x @ w, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(skinny_matmul.unpack(packed), w)
+
+
+def test_the_cached_verify_cost_is_measured_again_for_an_edited_kernel(monkeypatch):
+    from models.config import ModelConfig
+    from models.transformer import init_params
+    from specjax import verify_cost
+
+    config = ModelConfig(model_type="llama", V=32, D=16, L=1, F=32, Q=2, K=1, H=8)
+    params = init_params(config, jax.random.key(0))
+    before = verify_cost._curve_path(config, params, "target")
+    monkeypatch.setattr(skinny_matmul, "source_digest", lambda: "an-edited-kernel")
+    assert verify_cost._curve_path(config, params, "target") != before
