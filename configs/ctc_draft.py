@@ -25,6 +25,8 @@ class CTCTrain(TrainLoop):
     rollout_frames: frames trained per position on the module's own features (1: frame 1 alone,
       the released code's loss; up to `frames`: EAGLE-3's training-time test,
       `train_heads.ctc_draft.rollout_features`).
+    token_init: how fc's token rows start: "small" (random at the layers' 0.02) or "matched"
+      (the token's embedding projected at the hidden state's scale, `init_ctc_head`).
     """
 
     target: str = "smollm2"
@@ -33,6 +35,7 @@ class CTCTrain(TrainLoop):
     frames: int = 4
     tree_ranks: int = 10
     rollout_frames: int = 1
+    token_init: str = "small"
 
     def validate(self) -> None:
         super().validate()
@@ -42,6 +45,8 @@ class CTCTrain(TrainLoop):
             raise SpecjaxError(
                 f"--rollout_frames must be in [1, frames={self.frames}], got {self.rollout_frames}"
             )
+        if self.token_init not in ("small", "matched"):
+            raise SpecjaxError(f"--token_init must be small or matched, got {self.token_init!r}")
         if not self.ctc_weight >= 0:
             raise SpecjaxError(f"--ctc_weight must be >= 0, got {self.ctc_weight}")
 

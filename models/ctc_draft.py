@@ -17,12 +17,13 @@ taken from the target when the drafter is built (`attach`).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from models.cache import KVCache
+from models.cache import KVCache, init_cache
 from models.config import ModelConfig
 from models.errors import SpecjaxError
 from models.medusa_heads import target_head_columns
@@ -97,9 +98,15 @@ def init_ctc_head(
     key: jax.Array,
     head_token_ids: jax.Array | None = None,
     scale: float = 0.02,
+    matched_token: bool = False,
 ) -> CTCDraftHead:
     """A fresh head: small random layer weights, fc starting as the identity on the hidden state
-    (so the first frame begins as the target's own next-token guess), norms as the target's."""
+    (so the first frame begins as the target's own next-token guess), norms as the target's.
+
+    `matched_token`: fc's token rows start as a random projection that carries the token's
+    embedding at the hidden state's scale (about the final norm's weights, RMS 1.8 on SmolLM2
+    against the embedding's 0.14), not at `scale`, where the token enters the layer ten times
+    smaller than the hidden state it must be read against."""
     c = draft_config(target_config)
     want = shapes(c)
     keys = iter(jax.random.split(key, 8))
@@ -109,7 +116,12 @@ def init_ctc_head(
         return scale * jax.random.normal(next(keys), want[name], dtype)
 
     D = c.D
-    fc_w = jnp.concatenate([normal("fc_w")[:D], jnp.eye(D, dtype=dtype)], axis=0)
+    token_rows = normal("fc_w")[:D]
+    if matched_token:
+        rms = lambda a: jnp.sqrt(jnp.mean(jnp.square(a.astype(dtype))))  # noqa: E731
+        gain = rms(target_params.final_norm) / rms(target_params.embed)
+        token_rows = token_rows / scale * gain / math.sqrt(D)
+    fc_w = jnp.concatenate([token_rows, jnp.eye(D, dtype=dtype)], axis=0)
     last = jax.tree.map(lambda x: x[-1:].astype(dtype), target_params.layers)
     return CTCDraftHead(
         fc_w=fc_w,
@@ -217,3 +229,29 @@ def draft_chain(
         hidden = f
         token = column_tokens(params, jnp.argmax(out[-1][:, : params.blank], axis=-1))[:, None]
     return jnp.stack(out)
+
+
+def draft_chain_ms(
+    config: ModelConfig, params: CTCDraftParams, depth: int, context: int = 256, repeats: int = 7
+) -> dict[int, float]:
+    """{d: median ms of `draft_chain` d frames deep} for d = 1..depth, one row after `context`
+    cached pairs: what each depth of a tree costs the drafter on this machine (the auto tree
+    weighs it against the tokens it buys)."""
+    import statistics
+    import time
+
+    cache = init_cache(1, 1, config.K, context + depth + 1, config.H, params.head.fc_w.dtype)
+    cache = cache.replace(length=jnp.array([context], jnp.int32))
+    hidden, root = jnp.zeros((1, config.D), params.head.fc_w.dtype), jnp.zeros((1,), jnp.int32)
+    runs = {}
+    for d in range(1, depth + 1):
+        run = jax.jit(lambda p, c, d=d: draft_chain(config, p, hidden, root, c, d))
+        jax.block_until_ready(run(params, cache))
+        runs[d] = run
+    times = {d: [] for d in runs}
+    for _ in range(repeats):  # depths take turns, so a slow spell lands on all alike
+        for d, run in runs.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(run(params, cache))
+            times[d].append(time.perf_counter() - t0)
+    return {d: 1e3 * statistics.median(t) for d, t in times.items()}

@@ -477,7 +477,8 @@ def _ctc(inputs: BuildInputs):
             "python -m train_heads.train --config=smollm2_ctc"
         ) from None
     if s.tree == "auto":
-        tree = auto_tree(inputs.config, inputs.params, path, frames)
+        ms = _chain_ms(str(path), inputs.config, head, inputs.params, frames)
+        tree = auto_tree(inputs.config, inputs.params, path, frames, depth_ms=ms.__getitem__)
     else:
         tree = load_tree(s.tree, max_depth=frames)
     columns = inputs.config.V if head.head_token_ids is None else len(head.head_token_ids)
@@ -487,6 +488,21 @@ def _ctc(inputs: BuildInputs):
         )
     drafter = CTCDrafter(draft_config(inputs.config), tree, collapse=ctc_weight > 0)
     return drafter, attach(head, inputs.params)
+
+
+def _chain_ms(path: str, config, head, target_params, frames: int) -> dict[int, float]:
+    """The CTC module's ms per tree depth on this machine (`draft_chain_ms`), measured once per
+    process and head (the bench builds the method once per category)."""
+    from models.ctc_draft import attach, draft_chain_ms, draft_config
+
+    key = (path, frames)
+    if key not in _CHAIN_MS:
+        params = attach(head, target_params)
+        _CHAIN_MS[key] = draft_chain_ms(draft_config(config), params, frames)
+    return _CHAIN_MS[key]
+
+
+_CHAIN_MS: dict[tuple[str, int], dict[int, float]] = {}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -137,31 +137,45 @@ def expected_accepted(tree: StaticTree, accuracy: np.ndarray) -> float:
 
 
 def build_tree(
-    accuracy: np.ndarray, cost: Callable[[int], float], max_size: int
+    accuracy: np.ndarray,
+    cost: Callable[[int], float],
+    max_size: int,
+    depth_cost: Callable[[int], float] | None = None,
 ) -> tuple[StaticTree, float]:
     """(tree, expected tau / cost) of the best greedy tree of at most `max_size` nodes.
 
     accuracy[d, r]: measured probability that head d's rank-r token is the target's (top-k
     accuracies on held-out data, `accuracy.shape` = (depths, ranks)). cost(T): the verify cost of
-    a T-slot block relative to one token, c(T) (`specjax.verify_cost`). Each addition is the
-    unused child, of the root or of a node in the tree, whose path is likeliest; the tree
-    returned is the prefix of that order with the highest (1 + expected accepted) / c(T).
+    a T-slot block relative to one token, c(T) (`specjax.verify_cost`). depth_cost(d): what
+    drafting a tree d deep adds, in the same unit (a drafter that runs once per depth, as the
+    CTC module does; None: nothing). Each addition is the unused child, of the root or of a node
+    in the tree, whose path is likeliest; the tree returned is the prefix of that order with the
+    highest (1 + expected accepted) / (c(T) + depth_cost(depth)). With a depth cost the order is
+    built once per depth limit (a deep node must not crowd out shallow ones it costs more than).
     """
-    depths, ranks = accuracy.shape
+    depths = accuracy.shape[0]
+    if depth_cost is None:
+        return _greedy_tree(accuracy, cost, max_size, depths, lambda d: 0.0)
+    trees = [_greedy_tree(accuracy, cost, max_size, d, depth_cost) for d in range(1, depths + 1)]
+    return max(trees, key=lambda t: t[1])
+
+
+def _greedy_tree(accuracy, cost, max_size: int, max_depth: int, depth_cost):
+    """`build_tree` over paths at most `max_depth` deep."""
+    ranks = accuracy.shape[1]
     chosen: list[tuple[int, ...]] = []
-    prob = {(): 1.0}
     frontier = {(r,): float(accuracy[0, r]) for r in range(ranks)}
     best, best_score, expected = StaticTree(()), 1.0 / cost(1), 0.0
     while frontier and len(chosen) + 1 < max_size:
         path = max(frontier, key=lambda p: (frontier[p], [-x for x in p]))
         p_path = frontier.pop(path)
         chosen.append(path)
-        prob[path] = p_path
         expected += p_path
-        if len(path) < depths:
+        if len(path) < max_depth:
             for r in range(ranks):
                 frontier[path + (r,)] = p_path * float(accuracy[len(path), r])
-        score = (1.0 + expected) / cost(1 + len(chosen))
+        depth = max(len(p) for p in chosen)
+        score = (1.0 + expected) / (cost(1 + len(chosen)) + depth_cost(depth))
         if score > best_score:
             best, best_score = tree_from_paths(chosen), score
     return best, best_score
@@ -179,10 +193,18 @@ def interpolated_cost(ms_by_T: dict[int, float]) -> Callable[[int], float]:
     return lambda T: float(np.interp(T, Ts, ms)) / ms_by_T[1]
 
 
-def auto_tree(config, params, head_dir: Path, num_heads: int, remeasure: bool = False):
+def auto_tree(
+    config,
+    params,
+    head_dir: Path,
+    num_heads: int,
+    remeasure: bool = False,
+    depth_ms: Callable[[int], float] | None = None,
+):
     """The tree for these heads on this machine: `build_tree` over the held-out rank accuracies
     saved with the heads and the target's verify cost measured here (cached,
-    `specjax.verify_cost`). Where the measured cost says no tree pays (a slow or busy machine),
+    `specjax.verify_cost`), plus `depth_ms(d)`, the drafter's own ms for a tree d deep where it
+    drafts depth by depth. Where the measured cost says no tree pays (a slow or busy machine),
     it keeps one node, the first head's top guess: the method still drafts, as asked, at the
     least cost."""
     import logging
@@ -199,7 +221,9 @@ def auto_tree(config, params, head_dir: Path, num_heads: int, remeasure: bool = 
             "--tree=mc_sim_7b_63 or a tree file"
         ) from None
     curve = cached_cost_curve(config, params, AUTO_COST_SIZES, remeasure=remeasure)
-    tree, score = build_tree(accuracy, interpolated_cost(curve["ms"]), AUTO_MAX_SIZE)
+    one = curve["ms"][1]
+    depth_cost = None if depth_ms is None else (lambda d: depth_ms(d) / one)
+    tree, score = build_tree(accuracy, interpolated_cost(curve["ms"]), AUTO_MAX_SIZE, depth_cost)
     if tree.size == 1:
         logging.warning(
             "--tree=auto: at this machine's measured verify cost no tree beats vanilla; "

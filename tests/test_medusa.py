@@ -147,3 +147,28 @@ def test_auto_tree_keeps_one_node_where_no_tree_pays(tmp_path, monkeypatch):
     monkeypatch.setattr(verify_cost, "cached_cost_curve", lambda *a, **k: steep)
     tree = static_tree.auto_tree(None, None, tmp_path, 2)
     assert tree.size == 2 and tree.max_rank == 0
+
+
+def test_a_drafter_that_pays_per_depth_gets_the_best_tree_it_can_afford():
+    acc = np.array([[0.6, 0.25, 0.1], [0.45, 0.2, 0.05]])
+
+    def cost(T: int) -> float:
+        return 1.0 + 0.02 * (T - 1)
+
+    def per_depth(d: int) -> float:
+        return 0.3 * d
+
+    deep, _ = build_tree(acc, cost, max_size=7)
+    assert max(len(p) for p in deep.paths) == 2
+    tree, score = build_tree(acc, cost, max_size=7, depth_cost=per_depth)
+    depth = max(len(p) for p in tree.paths)
+    assert score == pytest.approx(
+        (1 + expected_accepted(tree, acc)) / (cost(tree.size) + 0.3 * depth)
+    )
+    best = 1.0 / cost(1)  # brute force, each tree paying for its depth
+    for t in _all_trees(2, 3):
+        if t is not None and t.size <= 7:
+            d = max(len(p) for p in t.paths)
+            best = max(best, (1 + expected_accepted(t, acc)) / (cost(t.size) + 0.3 * d))
+    assert score == pytest.approx(best)
+    assert depth == 1  # the three first-head guesses: a second depth costs more than it buys

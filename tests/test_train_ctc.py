@@ -203,3 +203,24 @@ def test_a_stopped_ctc_run_resumes_bit_for_bit(tiny_hidden_data, tmp_path):
     target, data_dir = tiny_hidden_data
     cfg = dataclasses.replace(tiny_ctc, data_dir=str(data_dir))
     assert_head_run_resumes_bit_for_bit(train_ctc_drafter, cfg, target, tmp_path)
+
+
+def test_the_matched_token_init_feeds_the_token_at_the_hidden_state_scale():
+    from configs.ctc_draft import CTCTrain
+    from models.errors import SpecjaxError
+
+    config = dataclasses.replace(TARGET, V=64, D=64, F=64)
+    target = init_params(config, jax.random.key(0))
+    target = target.replace(final_norm=jnp.full((config.D,), 1.8), embed=target.embed * 0.1)
+
+    def token_rms(head):
+        part = target.embed @ head.fc_w[: config.D]  # [V, D]: each token's share of fc's output
+        return float(jnp.sqrt(jnp.mean(part**2)))
+
+    small = init_ctc_head(config, target, jax.random.key(1))
+    matched = init_ctc_head(config, target, jax.random.key(1), matched_token=True)
+    assert abs(token_rms(matched) / 1.8 - 1) < 0.15  # the final norm's scale, not the embedding's
+    assert token_rms(small) < 0.1 * token_rms(matched)
+    np.testing.assert_array_equal(matched.fc_w[config.D :], small.fc_w[config.D :])  # identity
+    with np.testing.assert_raises(SpecjaxError):
+        CTCTrain(token_init="large").validate()

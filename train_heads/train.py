@@ -545,7 +545,9 @@ def train_ctc_drafter(
     target, ids, train, held_out, train_tokens = _head_data(cfg, target, cfg.seq_len)
     c = target.config
     layer_config = draft_config(c)
-    head = init_ctc_head(c, target.params, jax.random.key(cfg.seed), ids)
+    head = init_ctc_head(
+        c, target.params, jax.random.key(cfg.seed), ids, matched_token=cfg.token_init == "matched"
+    )
     frozen_parts = attach(head, target.params)
     frozen = CTCFrozen(
         embed=target.params.embed,
