@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from models.cache import KVCache, init_cache
+from models.cache import KVCache
 from models.config import ModelConfig
 from models.errors import SpecjaxError
 from models.medusa_heads import target_head_columns
@@ -229,29 +229,3 @@ def draft_chain(
         hidden = f
         token = column_tokens(params, jnp.argmax(out[-1][:, : params.blank], axis=-1))[:, None]
     return jnp.stack(out)
-
-
-def draft_chain_ms(
-    config: ModelConfig, params: CTCDraftParams, depth: int, context: int = 256, repeats: int = 7
-) -> dict[int, float]:
-    """{d: median ms of `draft_chain` d frames deep} for d = 1..depth, one row after `context`
-    cached pairs: what each depth of a tree costs the drafter on this machine (the auto tree
-    weighs it against the tokens it buys)."""
-    import statistics
-    import time
-
-    cache = init_cache(1, 1, config.K, context + depth + 1, config.H, params.head.fc_w.dtype)
-    cache = cache.replace(length=jnp.array([context], jnp.int32))
-    hidden, root = jnp.zeros((1, config.D), params.head.fc_w.dtype), jnp.zeros((1,), jnp.int32)
-    runs = {}
-    for d in range(1, depth + 1):
-        run = jax.jit(lambda p, c, d=d: draft_chain(config, p, hidden, root, c, d))
-        jax.block_until_ready(run(params, cache))
-        runs[d] = run
-    times = {d: [] for d in runs}
-    for _ in range(repeats):  # depths take turns, so a slow spell lands on all alike
-        for d, run in runs.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(run(params, cache))
-            times[d].append(time.perf_counter() - t0)
-    return {d: 1e3 * statistics.median(t) for d, t in times.items()}

@@ -465,6 +465,7 @@ def _ctc(inputs: BuildInputs):
     from models.head_file import head_extra
     from specjax.drafters.ctc import CTCDrafter
     from specjax.static_tree import auto_tree, load_tree
+    from specjax.verify_cost import cached_chain_ms
 
     s = inputs.settings
     head, path = _trained_head(inputs, s.head, "ctc", "ctc")
@@ -477,8 +478,9 @@ def _ctc(inputs: BuildInputs):
             "python -m train_heads.train --config=smollm2_ctc"
         ) from None
     if s.tree == "auto":
-        ms = _chain_ms(str(path), inputs.config, head, inputs.params, frames)
-        tree = auto_tree(inputs.config, inputs.params, path, frames, depth_ms=ms.__getitem__)
+        # The module drafts depth by depth: the tree pays for each depth (measured here, cached).
+        chain = cached_chain_ms(draft_config(inputs.config), attach(head, inputs.params), frames)
+        tree = auto_tree(inputs.config, inputs.params, path, frames, depth_ms=chain.__getitem__)
     else:
         tree = load_tree(s.tree, max_depth=frames)
     columns = inputs.config.V if head.head_token_ids is None else len(head.head_token_ids)
@@ -488,21 +490,6 @@ def _ctc(inputs: BuildInputs):
         )
     drafter = CTCDrafter(draft_config(inputs.config), tree, collapse=ctc_weight > 0)
     return drafter, attach(head, inputs.params)
-
-
-def _chain_ms(path: str, config, head, target_params, frames: int) -> dict[int, float]:
-    """The CTC module's ms per tree depth on this machine (`draft_chain_ms`), measured once per
-    process and head (the bench builds the method once per category)."""
-    from models.ctc_draft import attach, draft_chain_ms, draft_config
-
-    key = (path, frames)
-    if key not in _CHAIN_MS:
-        params = attach(head, target_params)
-        _CHAIN_MS[key] = draft_chain_ms(draft_config(config), params, frames)
-    return _CHAIN_MS[key]
-
-
-_CHAIN_MS: dict[tuple[str, int], dict[int, float]] = {}
 
 
 @dataclasses.dataclass(frozen=True)
