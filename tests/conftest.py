@@ -14,6 +14,16 @@ from models.errors import SpecjaxError
 # A worker's peak: the real model, a CLI subprocess, a notebook kernel.
 WORKER_MEMORY_BYTES = 8 << 30
 
+# The suite compiles a few thousand small programs and runs most of them once, so LLVM's
+# optimisation of XLA:CPU's generated loops costs more than it saves: at -O0 the tiny-model tests
+# take about a quarter less time and the real-model ones the same (their matmuls are library
+# calls and the few-row kernel, compiled apart). What the programs compute is unchanged. Set
+# before any test touches a backend; CLI subprocesses and notebook kernels inherit it.
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+    ).strip()
+
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config) -> int:
