@@ -25,6 +25,11 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     ).strip()
 
 
+def with_xla_flag(flag: str) -> str:
+    """XLA_FLAGS for a test's subprocess: this session's flags plus `flag` (simulated devices)."""
+    return f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto`: one worker per usable core, but no more than the memory holds, since every worker

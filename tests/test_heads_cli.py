@@ -97,7 +97,8 @@ def test_redrafter_with_a_given_head_decodes_what_vanilla_does(heads) -> None:
     assert got["lossless"] is True
 
 
-@pytest.mark.parametrize("tree", ["auto", "mc_sim_7b_63"])
+# A tree file through the CLI is the CTC test's below (mc_sim_7b_63): Medusa's is extended.
+@pytest.mark.parametrize("tree", ["auto", pytest.param("mc_sim_7b_63", marks=pytest.mark.extended)])
 def test_medusa_with_given_heads_decodes_what_vanilla_does(heads, tree) -> None:
     base = _decode(heads, "--json", "--max_new_tokens=24")
     vanilla = run_cli(*base)

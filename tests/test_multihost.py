@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import with_xla_flag
 from tests.test_decode_cli import CHECKPOINT, HAS_DATA, NO_DATA_REASON, TOKENIZER
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +56,9 @@ def _free_port() -> int:
 
 
 def _env(devices: int) -> dict:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = dict(
+        os.environ, XLA_FLAGS=with_xla_flag(f"--xla_force_host_platform_device_count={devices}")
+    )
     env["PYTHONPATH"] = str(REPO)
     env.pop("JAX_COORDINATOR_ADDRESS", None)
     env.pop("JAX_COMPILATION_CACHE_DIR", None)  # the runs here compile without the disk cache

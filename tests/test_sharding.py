@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import with_xla_flag
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # A tiny target sharded 2 (data) x 4 (model): one forward agrees with the unsharded one.
@@ -125,7 +127,9 @@ PER_ROW_STATE = textwrap.dedent(
 
 def _run_on_8_devices(script: str) -> None:
     env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+        os.environ,
+        XLA_FLAGS=with_xla_flag("--xla_force_host_platform_device_count=8"),
+        JAX_PLATFORMS="cpu",
     )
     proc = subprocess.run(
         [sys.executable, "-c", script + '\nprint("SHARDED_OK")\n'],

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import with_xla_flag
+
 REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
@@ -29,7 +31,7 @@ np.savez(out + "/params.npz", *[np.asarray(x) for x in jax.tree.leaves(unstopped
 
 
 def test_two_devices_resume_exactly_and_match_one_device(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = dict(os.environ, XLA_FLAGS=with_xla_flag("--xla_force_host_platform_device_count=2"))
     env["PYTHONPATH"] = str(REPO)
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path)],
