@@ -477,9 +477,10 @@ def _ctc(inputs: BuildInputs):
             f"CTC drafter {path} records no frames and ctc_weight: retrain it with "
             "python -m train_heads.train --config=smollm2_ctc"
         ) from None
+    params = attach(head, inputs.params)
     if s.tree == "auto":
         # The module drafts depth by depth: the tree pays for each depth (measured here, cached).
-        chain = cached_chain_ms(draft_config(inputs.config), attach(head, inputs.params), frames)
+        chain = cached_chain_ms(draft_config(inputs.config), params, frames)
         tree = auto_tree(inputs.config, inputs.params, path, frames, depth_ms=chain.__getitem__)
     else:
         tree = load_tree(s.tree, max_depth=frames)
@@ -489,7 +490,7 @@ def _ctc(inputs: BuildInputs):
             f"the tree uses rank {tree.max_rank}, but the head has {columns} columns"
         )
     drafter = CTCDrafter(draft_config(inputs.config), tree, collapse=ctc_weight > 0)
-    return drafter, attach(head, inputs.params)
+    return drafter, params
 
 
 @dataclasses.dataclass(frozen=True)

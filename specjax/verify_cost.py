@@ -96,7 +96,7 @@ def draft_chain_ms(
 
 
 def _curve_path(config: ModelConfig, params: ModelParams, what: str):
-    """This machine's cache file for `what` is measured of a model of these shapes."""
+    """This machine's cache file for one measurement (`what`) of a model of these shapes."""
     from specjax.engine import PER_LAYER_ON_CPU
 
     ident = json.dumps(

@@ -14,20 +14,20 @@ from models.errors import SpecjaxError
 # A worker's peak: the real model, a CLI subprocess, a notebook kernel.
 WORKER_MEMORY_BYTES = 8 << 30
 
+
 # The suite compiles a few thousand small programs and runs most of them once, so LLVM's
 # optimisation of XLA:CPU's generated loops costs more than it saves: at -O0 the tiny-model tests
 # take about a quarter less time and the real-model ones the same (their matmuls are library
 # calls and the few-row kernel, compiled apart). What the programs compute is unchanged. Set
 # before any test touches a backend; CLI subprocesses and notebook kernels inherit it.
-if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
-    ).strip()
-
-
 def with_xla_flag(flag: str) -> str:
-    """XLA_FLAGS for a test's subprocess: this session's flags plus `flag` (simulated devices)."""
+    """XLA_FLAGS with `flag` added to this process's (the session's -O0, a subprocess's
+    simulated devices)."""
     return f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+
+
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = with_xla_flag("--xla_backend_optimization_level=0")
 
 
 @pytest.hookimpl(optionalhook=True)

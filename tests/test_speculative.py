@@ -25,6 +25,21 @@ DRAFT = ModelConfig(
     model_type="qwen2", V=64, D=16, L=1, F=32, Q=2, K=1, H=8, qkv_bias=True, max_positions=256
 )
 PROMPTS = [[5, 6, 7, 8, 9, 5, 6, 7], [3, 4], [10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]]
+
+
+def extended_except(default, cases) -> list:
+    """pytest parameters: the cases in `default` as they are, the others marked `extended`
+    (a case is one value or a tuple of the test's arguments)."""
+    return [
+        case
+        if case in default
+        else pytest.param(
+            *(case if isinstance(case, tuple) else (case,)), marks=pytest.mark.extended
+        )
+        for case in cases
+    ]
+
+
 METHODS = {
     "sd_other_model": ("sd", "other"),
     "sd_self_2": ("sd", "self:2"),
@@ -81,10 +96,7 @@ def test_greedy_equals_vanilla(name, batch, target, draft_model):
 TYPICAL_DEFAULT = ("sd_self_2", "ngram")
 
 
-@pytest.mark.parametrize(
-    "name",
-    [n if n in TYPICAL_DEFAULT else pytest.param(n, marks=pytest.mark.extended) for n in METHODS],
-)
+@pytest.mark.parametrize("name", extended_except(TYPICAL_DEFAULT, METHODS))
 def test_typical_acceptance_at_temperature_zero_equals_vanilla(name, target, draft_model):
     vanilla = generate(TARGET, target, PROMPTS, max_new_tokens=40)
     drafter, dparams = _drafter(name, target, draft_model, gamma=4)
@@ -109,11 +121,7 @@ STREAM_DEFAULT = {("vanilla", 0.0), ("vanilla", 1.0), ("sd_self_2", 1.0)}
 
 @pytest.mark.parametrize(
     "name,temperature",
-    [
-        (n, t) if (n, t) in STREAM_DEFAULT else pytest.param(n, t, marks=pytest.mark.extended)
-        for n in ["vanilla", *METHODS]
-        for t in (0.0, 1.0)
-    ],
+    extended_except(STREAM_DEFAULT, [(n, t) for n in ["vanilla", *METHODS] for t in (0.0, 1.0)]),
     ids=lambda v: {0.0: "greedy", 1.0: "sampled"}.get(v, v) if not isinstance(v, str) else v,
 )
 def test_stream_yields_exactly_the_tokens_of_generate(name, temperature, target, draft_model):
@@ -147,12 +155,9 @@ def test_self_draft_accepts_and_saves_target_calls(target, draft_model):
 # pool is per row as ouroboros's is, so they are extended.
 @pytest.mark.parametrize(
     "name",
-    [
-        "sd_self_2",
-        pytest.param("ngram", marks=pytest.mark.extended),
-        "ouroboros_self_2",
-        pytest.param("lookahead", marks=pytest.mark.extended),
-    ],
+    extended_except(
+        {"sd_self_2", "ouroboros_self_2"}, ["sd_self_2", "ngram", "ouroboros_self_2", "lookahead"]
+    ),
 )
 def test_same_seed_same_tokens_regardless_of_batch(name, target, draft_model):
     drafter, dparams = _drafter(name, target, draft_model, gamma=3)
@@ -173,12 +178,10 @@ def test_same_seed_same_tokens_regardless_of_batch(name, target, draft_model):
 # (sd) and a tree of phrases (ouroboros) stay in the default suite, ngram and lookahead extended.
 @pytest.mark.parametrize(
     "name",
-    [
-        "sd_other_model",
-        pytest.param("ngram", marks=pytest.mark.extended),
-        "ouroboros_self_2",
-        pytest.param("lookahead", marks=pytest.mark.extended),
-    ],
+    extended_except(
+        {"sd_other_model", "ouroboros_self_2"},
+        ["sd_other_model", "ngram", "ouroboros_self_2", "lookahead"],
+    ),
 )
 def test_caches_after_a_run_hold_exactly_the_emitted_tokens(name, target, draft_model):
     """Every valid cache slot equals a fresh forward over prompt + emitted tokens."""
