@@ -1,8 +1,10 @@
 """`python -m specjax.decode` as a user runs it: bad input is one `error:` line and exit code 2
 (DESIGN "Bad input"); `--json` prints the public result object (DESIGN "Public contracts").
 
-Every case is a subprocess (each imports JAX, ~2 s), run once and shared by the tests that look at
-it. The happy path uses the real stories260K model from the CI-only reference data.
+Every case runs once and is shared by the tests that look at it: the happy paths and a few
+bad-input cases as processes of their own, the other bad-input cases together in one
+(`tests.cli_batch`). The happy path uses the real stories260K model from the CI-only reference
+data.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_batch import run_batch
 from tests.cli_run import run_module
 from tests.hf_reference import make_tiny_hf_model
 
@@ -197,12 +200,36 @@ ARGUMENT_ERRORS = (
 )
 
 
-def run_error_case(case: str, request: pytest.FixtureRequest) -> subprocess.CompletedProcess:
-    build, _ = ERROR_CASES[case]
+# Cases that run as processes of their own, as a user's do; the rest share one process
+# (tests.cli_batch), which spares each the imports of Python and JAX.
+OWN_PROCESS_CASES = ("unknown_method", "unknown_flag", "missing_model_path")
+
+
+def _error_case_paths(request: pytest.FixtureRequest, case: str) -> dict[str, Path]:
     paths = dict(request.getfixturevalue("bad_checkpoints"))
     if case == "prompt_longer_than_cache":
-        paths["stories"] = request.getfixturevalue("stories_dir")
-    return run_cli(*build(paths))
+        paths["stories"] = request.getfixturevalue("stories_dir")  # skips without the data
+    return paths
+
+
+@pytest.fixture(scope="module")
+def batched_error_runs(request: pytest.FixtureRequest) -> dict[str, subprocess.CompletedProcess]:
+    names = [c for c in ERROR_CASES if c not in OWN_PROCESS_CASES]
+    if not HAS_DATA:
+        names.remove("prompt_longer_than_cache")
+    argvs = [ERROR_CASES[c][0](_error_case_paths(request, c)) for c in names]
+    results = run_batch("specjax.decode", argvs)
+    return {
+        name: subprocess.CompletedProcess(argv, r["returncode"], r["stdout"], r["stderr"])
+        for name, argv, r in zip(names, argvs, results, strict=True)
+    }
+
+
+def run_error_case(case: str, request: pytest.FixtureRequest) -> subprocess.CompletedProcess:
+    paths = _error_case_paths(request, case)
+    if case in OWN_PROCESS_CASES:
+        return run_cli(*ERROR_CASES[case][0](paths))
+    return request.getfixturevalue("batched_error_runs")[case]
 
 
 @pytest.mark.parametrize("case", list(ERROR_CASES))

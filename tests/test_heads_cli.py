@@ -15,6 +15,7 @@ import pytest
 from models.ctc_draft import init_ctc_head
 from models.head_file import WEIGHTS_FILE, save_head
 from models.recurrent_head import init_head
+from tests.cli_batch import run_batch
 from tests.test_decode_cli import PROMPT, non_status_lines, run_cli, stories_dir  # noqa: F401
 
 
@@ -205,12 +206,21 @@ CTC_BAD_CASES = {
 CASES = {"redrafter": BAD_CASES, "medusa": MEDUSA_BAD_CASES, "ctc": CTC_BAD_CASES}
 
 
-@pytest.mark.parametrize("method, case", [(m, c) for m, cases in CASES.items() for c in cases])
-def test_bad_heads_beams_and_trees_are_one_error_line_and_exit_code_2(method, case, heads):
-    build, text = CASES[method][case]
-    proc = run_cli(*_decode(heads, f"--method={method}", *build(heads)))
-    lines = non_status_lines(proc.stderr)
-    assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert text in lines[0]
-    assert proc.stdout == ""
+ALL_CASES = [(m, c) for m, cases in CASES.items() for c in cases]
+
+
+@pytest.fixture(scope="module")
+def bad_case_runs(heads) -> dict[tuple[str, str], dict]:
+    """Every bad case in one process (`tests.cli_batch`), not one process of imports each."""
+    argvs = [_decode(heads, f"--method={m}", *CASES[m][c][0](heads)) for m, c in ALL_CASES]
+    return dict(zip(ALL_CASES, run_batch("specjax.decode", [list(a) for a in argvs]), strict=True))
+
+
+@pytest.mark.parametrize("method, case", ALL_CASES)
+def test_bad_heads_beams_and_trees_are_one_error_line_and_exit_code_2(method, case, bad_case_runs):
+    run = bad_case_runs[method, case]
+    lines = non_status_lines(run["stderr"])
+    assert run["returncode"] == 2, run["stderr"]
+    assert len(lines) == 1 and lines[0].startswith("error: "), run["stderr"]
+    assert CASES[method][case][1] in lines[0]
+    assert run["stdout"] == ""
