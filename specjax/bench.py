@@ -80,6 +80,12 @@ flags.DEFINE_list(
     "medusa/ctc rows: one per tree (auto, mc_sim_7b_63, a tree file); empty: one row from --tree.",
 )
 flags.DEFINE_list(
+    "lookups",
+    [],
+    "medusa/ctc rows: one per prompt-lookup branch length (0,3: the heads alone and with a "
+    "3-token branch); empty: one row from --lookup.",
+)
+flags.DEFINE_list(
     "beams",
     [],
     "redrafter rows: WxL or WxL:SLOTS each (2x4, 4x4:8), one row per entry; empty: one row from "
@@ -135,16 +141,24 @@ def _row_names() -> list[tuple[str, str, str | None, str]]:
             rows += [(f"{m}[{mode}]", m, first_draft) for mode in FLAGS.pool_modes]
         elif m == "redrafter" and FLAGS.beams:  # one row per beam shape
             rows += [(f"{m}[{tag}]", m, None) for tag in _beam_tags()]
-        elif needs.head and not needs.draft and (FLAGS.trees or len(_heads_of(m)) > 1):
-            # one row per head of this kind (--head) and per tree (--trees: medusa, ctc)
-            trees = [None]
-            if FLAGS.trees and m in TREE_METHODS:
-                trees = FLAGS.trees
+        elif (
+            needs.head
+            and not needs.draft
+            and (FLAGS.trees or FLAGS.lookups or len(_heads_of(m)) > 1)
+        ):
+            # one row per head of this kind (--head), per tree (--trees: medusa, ctc) and per
+            # lookup branch (--lookups: medusa, ctc)
+            trees, lookups = [None], [None]
+            if m in TREE_METHODS:
+                trees = FLAGS.trees or trees
+                lookups = [int(k) for k in FLAGS.lookups] or lookups
             for d in _heads_of(m):
                 for t in trees:
-                    tags = [f"head={d}"] if len(_heads_of(m)) > 1 else []
-                    tags += [f"tree={Path(t).stem}"] if t else []
-                    rows.append((f"{m}[{','.join(tags)}]" if tags else m, m, None))
+                    for k in lookups:
+                        tags = [f"head={d}"] if len(_heads_of(m)) > 1 else []
+                        tags += [f"tree={Path(t).stem}"] if t else []
+                        tags += [f"lookup={k}"] if k else []
+                        rows.append((f"{m}[{','.join(tags)}]" if tags else m, m, None))
         elif needs.head and needs.draft:  # sprinter: a verifier is trained for one draft: the first
             heads = _heads_of(m)
             rows += [
@@ -249,6 +263,9 @@ def _row_settings(name: str, kind: str, category: str):
     head = re.search(r"[\[,]head=([^,\]]+)", name)
     if head:  # one of several --head directories of this kind
         s = dataclasses.replace(s, head=head.group(1))
+    lookup = re.search(r"[\[,]lookup=(\d+)", name)
+    if lookup:
+        s = dataclasses.replace(s, lookup=int(lookup.group(1)))
     threshold = re.search(r",threshold=([^,\]]+)", name)
     if threshold:
         s = dataclasses.replace(s, threshold=float(threshold.group(1)))
@@ -398,9 +415,13 @@ def run_bench() -> dict:
         _gammas(m)  # and so does a bad --gamma
     _beam_shapes()  # and bad --beams
     _thresholds()  # and bad --thresholds
+    for entry in FLAGS.lookups:
+        if not entry.strip().isdigit():
+            raise SpecjaxError(f"--lookups entries are integers >= 0, got {entry!r}")
     for flag, values, takers in (
         ("beams", FLAGS.beams, ("redrafter",)),
         ("trees", FLAGS.trees, TREE_METHODS),
+        ("lookups", FLAGS.lookups, TREE_METHODS),
         ("thresholds", FLAGS.thresholds, ("sprinter",)),
     ):  # a row list that no row would use is a mistake, not a silent no-op
         if values and not set(takers) & set(FLAGS.methods):

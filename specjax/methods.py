@@ -359,6 +359,17 @@ class TreeHeadSettings:
         "medusa/ctc: auto (built from the heads' measured accuracies and this machine's verify "
         "cost), mc_sim_7b_63, or a tree file {'paths': [...]}.",
     )
+    lookup: int = setting(
+        0,
+        "lookup",
+        "medusa/ctc: K > 0 adds a prompt-lookup branch of up to K tokens (matched as --method=ngram "
+        "matches, up to 3-token suffixes) that takes the slots of the tree's least likely nodes "
+        "where the context has a match; the block keeps the tree's size. 0: the heads alone.",
+    )
+
+    def check(self) -> None:
+        if self.lookup < 0:
+            raise SpecjaxError(f"--lookup must be >= 0, got {self.lookup}")
 
 
 def _vanilla(inputs: BuildInputs):
@@ -448,6 +459,7 @@ def _medusa(inputs: BuildInputs):
     from specjax.static_tree import auto_tree, load_tree
 
     s = inputs.settings
+    s.check()
     heads, path = _trained_head(inputs, s.head, "medusa", "medusa")
     if s.tree == "auto":
         tree = auto_tree(inputs.config, inputs.params, path, heads.num_heads)
@@ -457,7 +469,20 @@ def _medusa(inputs: BuildInputs):
         raise SpecjaxError(
             f"the tree uses rank {tree.max_rank}, but the heads have {heads.num_columns} columns"
         )
-    return MedusaDrafter(tree), heads
+    return _with_lookup(MedusaDrafter(tree), tree, path, heads.num_heads, s.lookup), heads
+
+
+def _with_lookup(drafter, tree, head_dir: Path, depths: int, lookup: int):
+    """The drafter, with a prompt-lookup branch of `lookup` tokens sharing its block (0: as is);
+    the tree's nodes give way in the order of their paths' measured accuracy, where the head
+    records it."""
+    if lookup == 0:
+        return drafter
+    from specjax.drafters.lookup_branch import LookupBranch, node_priority
+    from specjax.static_tree import rank_accuracy
+
+    priority = node_priority(tree.paths, rank_accuracy(head_dir, depths, required=False))
+    return LookupBranch(drafter, priority, num_tokens=lookup)
 
 
 def _ctc(inputs: BuildInputs):
@@ -468,6 +493,7 @@ def _ctc(inputs: BuildInputs):
     from specjax.verify_cost import cached_chain_ms
 
     s = inputs.settings
+    s.check()
     head, path = _trained_head(inputs, s.head, "ctc", "ctc")
     try:
         extra = head_extra(path)
@@ -489,8 +515,10 @@ def _ctc(inputs: BuildInputs):
         raise SpecjaxError(
             f"the tree uses rank {tree.max_rank}, but the head has {columns} columns"
         )
-    drafter = CTCDrafter(draft_config(inputs.config), tree, collapse=ctc_weight > 0)
-    return drafter, params
+    # a lookup chain can be longer than the tree is deep: the module then appends longer paths
+    longest = min(tree.size, 1 + max(tree.max_depth, s.lookup))
+    drafter = CTCDrafter(draft_config(inputs.config), tree, ctc_weight > 0, longest_path=longest)
+    return _with_lookup(drafter, tree, path, frames, s.lookup), params
 
 
 @dataclasses.dataclass(frozen=True)

@@ -209,17 +209,9 @@ def auto_tree(
     least cost."""
     import logging
 
-    from models.head_file import CONFIG_FILE
     from specjax.verify_cost import cached_cost_curve
 
-    try:
-        accuracy = json.loads((head_dir / CONFIG_FILE).read_text())["extra"]["rank_accuracy"]
-        accuracy = np.asarray(accuracy, np.float64)[:num_heads]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise SpecjaxError(
-            f"head {head_dir} records no rank accuracies for --tree=auto; pass "
-            "--tree=mc_sim_7b_63 or a tree file"
-        ) from None
+    accuracy = rank_accuracy(head_dir, num_heads)
     curve = cached_cost_curve(config, params, AUTO_COST_SIZES, remeasure=remeasure)
     one = curve["ms"][1]
     depth_cost = None if depth_ms is None else (lambda d: depth_ms(d) / one)
@@ -232,3 +224,20 @@ def auto_tree(
         return tree_from_paths([(0,)])
     logging.info("medusa auto tree: %d nodes, expected tau / c(T) %.2f", tree.size, score)
     return tree
+
+
+def rank_accuracy(head_dir: Path, num_heads: int, required: bool = True) -> np.ndarray | None:
+    """float64 [depths, ranks]: the held-out rank accuracies saved with the heads (the first
+    `num_heads` depths); a head without them is one SpecjaxError line, or None if not `required`."""
+    from models.head_file import CONFIG_FILE
+
+    try:
+        accuracy = json.loads((Path(head_dir) / CONFIG_FILE).read_text())["extra"]["rank_accuracy"]
+        return np.asarray(accuracy, np.float64)[:num_heads]
+    except (OSError, ValueError, KeyError, TypeError):
+        if not required:
+            return None
+        raise SpecjaxError(
+            f"head {head_dir} records no rank accuracies for --tree=auto; pass "
+            "--tree=mc_sim_7b_63 or a tree file"
+        ) from None

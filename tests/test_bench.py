@@ -308,7 +308,12 @@ def test_unknown_method_is_one_line_and_exit_2(tmp_path: Path):
 
 @pytest.mark.parametrize(
     "flag, methods",
-    [("--thresholds=0.3", "vanilla,sd"), ("--beams=2x3", "vanilla"), ("--trees=auto", "vanilla")],
+    [
+        ("--thresholds=0.3", "vanilla,sd"),
+        ("--beams=2x3", "vanilla"),
+        ("--trees=auto", "vanilla"),
+        ("--lookups=0,3", "vanilla,ngram"),
+    ],
 )
 def test_a_row_list_for_a_method_not_run_is_one_line_and_exit_2(tmp_path: Path, flag, methods):
     proc = run_bench(f"--methods={methods}", flag, f"--out={tmp_path}")
@@ -345,7 +350,7 @@ def test_row_lists_name_one_row_per_entry_as_written(tmp_path: Path):
         ["--methods=vanilla,sd,sprinter", "--thresholds=0.50,0.2", "--accept=auto,exact"],
         ["--methods=sd", "--gamma=4,auto", "--draft=shipped,/d/x"],
         ["--methods=sprinter", "--draft=/d/a,/d/b", f"--head={','.join(verifiers)}"],
-        ["--methods=medusa,ctc", "--trees=auto,mc_sim_7b_63"],
+        ["--methods=medusa,ctc", "--trees=auto,mc_sim_7b_63", "--lookups=0,3"],
         ["--methods=redrafter", "--beams=1x3,4x4:8"],
         ["--methods=ngram", "--accept=exact,typical"],
     ]
@@ -385,9 +390,13 @@ def test_row_lists_name_one_row_per_entry_as_written(tmp_path: Path):
         [
             vanilla,
             ("medusa[tree=auto]", "medusa", None, "exact"),
+            ("medusa[tree=auto,lookup=3]", "medusa", None, "exact"),
             ("medusa[tree=mc_sim_7b_63]", "medusa", None, "exact"),
+            ("medusa[tree=mc_sim_7b_63,lookup=3]", "medusa", None, "exact"),
             ("ctc[tree=auto]", "ctc", None, "exact"),
+            ("ctc[tree=auto,lookup=3]", "ctc", None, "exact"),
             ("ctc[tree=mc_sim_7b_63]", "ctc", None, "exact"),
+            ("ctc[tree=mc_sim_7b_63,lookup=3]", "ctc", None, "exact"),
         ],
         [
             vanilla,

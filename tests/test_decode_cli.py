@@ -140,6 +140,7 @@ ERROR_CASES = {
         "corrupt or truncated head weights",
     ),
     "negative_temperature": (lambda p: ["--temperature=-0.5"], "temperature must be >= 0"),
+    "negative_lookup": (lambda p: ["--method=ctc", "--lookup=-1"], "--lookup must be >= 0"),
     "beam_width_zero": (lambda p: ["--method=redrafter", "--beam_width=0"], "must be >= 1"),
     "head_for_a_method_without_one": (
         lambda p: ["--method=ngram", "--head=/tmp/some_head"],
@@ -194,6 +195,7 @@ ARGUMENT_ERRORS = (
     "sprinter_no_drafts",
     "sprinter_rule_for_another_method",
     "negative_temperature",
+    "negative_lookup",
     "unknown_flag",
     "unknown_phrase_preset",
     "pool_with_a_method_without_one",

@@ -274,6 +274,13 @@ def test_sampled_first_two_tokens_follow_the_target_on_collapsed_ctc_trees():
     assert _first_two_tokens_pvalue("ctc", ExactAcceptance(), True) > 1e-3
 
 
+def test_sampled_first_two_tokens_follow_the_target_with_a_lookup_branch():
+    """Medusa's heads with a prompt-lookup chain sharing their block (the prompt repeats, so
+    every root has a match): chain and heads are both deterministic, and the one-hot rule keeps
+    the first two tokens distributed as the target's: 60,000 seeded rows."""
+    assert _first_two_tokens_pvalue("medusa_lookup", ExactAcceptance(), True) > 1e-3
+
+
 def _first_two_tokens_pvalue(method: str, acceptance, check_accepted: bool, n=60_000) -> float:
     params = _flat(init_params(SMALL, jax.random.key(3)))
     sampling = SamplingConfig(temperature=1.0)
@@ -297,6 +304,16 @@ def _first_two_tokens_pvalue(method: str, acceptance, check_accepted: bool, n=60
         dparams = init_heads(params, num_heads=2)
         dparams = dparams.replace(res_w=jax.random.normal(jax.random.key(5), dparams.res_w.shape))
         drafter = MedusaDrafter(tree_from_paths([(0,), (1,), (2,), (0, 0), (0, 1), (1, 0)]))
+    elif method == "medusa_lookup":
+        from models.medusa_heads import init_heads
+        from specjax.drafters.lookup_branch import LookupBranch
+        from specjax.drafters.medusa import MedusaDrafter
+        from specjax.static_tree import tree_from_paths
+
+        dparams = init_heads(params, num_heads=2)
+        dparams = dparams.replace(res_w=jax.random.normal(jax.random.key(5), dparams.res_w.shape))
+        inner = MedusaDrafter(tree_from_paths([(0,), (1,), (0, 0), (0, 1)]))
+        drafter = LookupBranch(inner, (1, 2, 3, 4), num_tokens=2)
     elif method == "ctc":
         from models.ctc_draft import attach, draft_config, init_ctc_head
         from specjax.drafters.ctc import CTCDrafter

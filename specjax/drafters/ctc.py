@@ -59,6 +59,9 @@ class CTCDrafter:
     config: ModelConfig
     tree: StaticTree
     collapse: bool = True
+    longest_path: int = (
+        0  # accepted nodes a block can hold, root included (0: the tree's depth + 1)
+    )
 
     @property
     def block_size(self) -> int:
@@ -106,7 +109,7 @@ class CTCDrafter:
         """Appends the pairs of the accepted path: (hidden before the root, root), then (hidden at
         path node a, path token a + 1) for every accepted draft token."""
         c = self.config
-        A = self.tree.max_depth + 1  # the longest accepted path
+        A = self.longest_path or self.tree.max_depth + 1  # the longest accepted path
         B = verified.n_path.shape[0]
         path = verified.path[:, :A]
         at_path = jnp.take_along_axis(verified.hidden, path[..., None], axis=1)  # [B, A, D]

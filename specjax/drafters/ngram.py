@@ -30,7 +30,7 @@ class NgramState:
     length: jax.Array
 
 
-def _lookup(seq_S, length, max_ngram: int, k: int):
+def lookup(seq_S, length, max_ngram: int, k: int):
     """(proposal [k], count) for one row whose sequence (root included) is seq[:length]."""
     S = seq_S.shape[0]
     j = jnp.arange(S)
@@ -71,7 +71,7 @@ class NgramDrafter:
         rows = jnp.arange(B)
         seq = state.history.at[rows, state.length].set(ctx.root, mode="drop")
         k = self.num_tokens
-        drafts, count = jax.vmap(lambda s, n: _lookup(s, n, self.max_ngram, k))(
+        drafts, count = jax.vmap(lambda s, n: lookup(s, n, self.max_ngram, k))(
             seq, state.length + 1
         )
         slot = jnp.arange(1, k + 1)
