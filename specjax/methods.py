@@ -364,7 +364,8 @@ class TreeHeadSettings:
         "lookup",
         "medusa/ctc: K > 0 adds a prompt-lookup branch of up to K tokens (matched as --method=ngram "
         "matches, up to 3-token suffixes) that takes the slots of the tree's least likely nodes "
-        "where the context has a match; the block keeps the tree's size. 0: the heads alone.",
+        "where the context has a match; the block keeps the tree's size (--tree=auto grows it by "
+        "K). 0: the heads alone.",
     )
 
     def check(self) -> None:
@@ -462,7 +463,7 @@ def _medusa(inputs: BuildInputs):
     s.check()
     heads, path = _trained_head(inputs, s.head, "medusa", "medusa")
     if s.tree == "auto":
-        tree = auto_tree(inputs.config, inputs.params, path, heads.num_heads)
+        tree = auto_tree(inputs.config, inputs.params, path, heads.num_heads, extra_slots=s.lookup)
     else:
         tree = load_tree(s.tree, max_depth=heads.num_heads)
     if tree.max_rank >= heads.num_columns:
@@ -507,7 +508,10 @@ def _ctc(inputs: BuildInputs):
     if s.tree == "auto":
         # The module drafts depth by depth: the tree pays for each depth (measured here, cached).
         chain = cached_chain_ms(draft_config(inputs.config), params, frames)
-        tree = auto_tree(inputs.config, inputs.params, path, frames, depth_ms=chain.__getitem__)
+        tree = auto_tree(
+            inputs.config, inputs.params, path, frames, depth_ms=chain.__getitem__,
+            extra_slots=s.lookup,
+        )  # fmt: skip
     else:
         tree = load_tree(s.tree, max_depth=frames)
     columns = inputs.config.V if head.head_token_ids is None else len(head.head_token_ids)

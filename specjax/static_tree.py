@@ -200,13 +200,20 @@ def auto_tree(
     num_heads: int,
     remeasure: bool = False,
     depth_ms: Callable[[int], float] | None = None,
+    extra_slots: int = 0,
 ):
     """The tree for these heads on this machine: `build_tree` over the held-out rank accuracies
     saved with the heads and the target's verify cost measured here (cached,
     `specjax.verify_cost`), plus `depth_ms(d)`, the drafter's own ms for a tree d deep where it
     drafts depth by depth. Where the measured cost says no tree pays (a slow or busy machine),
     it keeps one node, the first head's top guess: the method still drafts, as asked, at the
-    least cost."""
+    least cost.
+
+    `extra_slots`: a prompt-lookup branch's K (`--lookup`), which shares the block and takes
+    slots from the tree where it matches. The block is grown by K beyond what the heads alone
+    pay for, and filled with the heads' next likeliest nodes (no deeper than the tree chosen
+    where each depth costs drafting time), which keep those slots where lookup finds nothing: on the bench's prompts here that measured
+    faster than either the heads' own size or a chain squeezed into it (README Performance)."""
     import logging
 
     from specjax.verify_cost import cached_cost_curve
@@ -221,8 +228,15 @@ def auto_tree(
             "--tree=auto: at this machine's measured verify cost no tree beats vanilla; "
             "drafting one node (the first head's top guess)"
         )
-        return tree_from_paths([(0,)])
-    logging.info("medusa auto tree: %d nodes, expected tau / c(T) %.2f", tree.size, score)
+        tree = tree_from_paths([(0,)])
+    else:
+        logging.info("auto tree: %d nodes, expected tau / c(T) %.2f", tree.size, score)
+    if extra_slots:
+        depth = accuracy.shape[0] if depth_ms is None else tree.max_depth  # deeper costs more
+        grown, _ = _greedy_tree(
+            accuracy, lambda T: 1.0, tree.size + extra_slots, depth, lambda d: 0.0
+        )
+        tree = grown if grown.size > tree.size else tree
     return tree
 
 

@@ -149,6 +149,28 @@ def test_auto_tree_keeps_one_node_where_no_tree_pays(tmp_path, monkeypatch):
     assert tree.size == 2 and tree.max_rank == 0
 
 
+def test_auto_tree_grows_by_a_lookup_branchs_slots(tmp_path, monkeypatch):
+    """With --lookup=K the auto tree gets K more slots, filled with the heads' next likeliest
+    paths (deeper ones too, for heads that pay nothing per depth; not for a drafter that does)."""
+    import json
+
+    from specjax import static_tree, verify_cost
+
+    accuracy = [[0.5, 0.3, 0.1], [0.6, 0.2, 0.1]]
+    (tmp_path / "head_config.json").write_text(json.dumps({"extra": {"rank_accuracy": accuracy}}))
+    steep = {"ms": {T: float(T) for T in static_tree.AUTO_COST_SIZES}}
+    monkeypatch.setattr(verify_cost, "cached_cost_curve", lambda *a, **k: steep)
+    alone = static_tree.auto_tree(None, None, tmp_path, 2)
+    assert alone.paths == ((0,),)
+    # path likelihoods: (0,) .5, (1,) .3, (0, 0) .3, (1, 0) .18, (2,) .1, (0, 1) .1
+    grown = static_tree.auto_tree(None, None, tmp_path, 2, extra_slots=3)
+    assert grown.paths == ((0,), (1,), (0, 0), (1, 0))
+    per_depth = static_tree.auto_tree(
+        None, None, tmp_path, 2, depth_ms=lambda d: 0.0, extra_slots=3
+    )
+    assert per_depth.paths == ((0,), (1,), (2,))  # as deep as the tree it grew from, no deeper
+
+
 def test_a_drafter_that_pays_per_depth_gets_the_best_tree_it_can_afford():
     acc = np.array([[0.6, 0.25, 0.1], [0.45, 0.2, 0.05]])
 
