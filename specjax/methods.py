@@ -519,9 +519,7 @@ def _ctc(inputs: BuildInputs):
         raise SpecjaxError(
             f"the tree uses rank {tree.max_rank}, but the head has {columns} columns"
         )
-    # a lookup chain can be longer than the tree is deep: the module then appends longer paths
-    longest = min(tree.size, 1 + max(tree.max_depth, s.lookup))
-    drafter = CTCDrafter(draft_config(inputs.config), tree, ctc_weight > 0, longest_path=longest)
+    drafter = CTCDrafter(draft_config(inputs.config), tree, ctc_weight > 0, chain_tokens=s.lookup)
     return _with_lookup(drafter, tree, path, frames, s.lookup), params
 
 

@@ -212,8 +212,9 @@ def auto_tree(
     `extra_slots`: a prompt-lookup branch's K (`--lookup`), which shares the block and takes
     slots from the tree where it matches. The block is grown by K beyond what the heads alone
     pay for, and filled with the heads' next likeliest nodes (no deeper than the tree chosen
-    where each depth costs drafting time), which keep those slots where lookup finds nothing: on the bench's prompts here that measured
-    faster than either the heads' own size or a chain squeezed into it (README Performance)."""
+    where each depth costs drafting time), which keep those slots where lookup finds nothing:
+    on the bench's prompts here that measured faster than either the heads' own size or a
+    chain squeezed into it (README Performance)."""
     import logging
 
     from specjax.verify_cost import cached_cost_curve

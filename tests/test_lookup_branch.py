@@ -129,9 +129,7 @@ def _medusa(target):
 def _ctc(target, lookup: int):
     head = init_ctc_head(TARGET, target, jax.random.key(3), scale=0.3)
     params = attach(head.replace(blank_b=jnp.full((1,), 6.0)), target)
-    tree = tree_from_paths(TREE)
-    longest = min(tree.size, 1 + max(tree.max_depth, lookup))
-    return CTCDrafter(draft_config(TARGET), tree, longest_path=longest), params
+    return CTCDrafter(draft_config(TARGET), tree_from_paths(TREE), chain_tokens=lookup), params
 
 
 @pytest.mark.parametrize("batch", ["one", "three_ragged"])

@@ -54,14 +54,13 @@ class CTCState:
 class CTCDrafter:
     """config: the draft layer's (`models.ctc_draft.draft_config`); tree: the static tree (its
     depth is the number of frames drafted); collapse: CTC's blank and repeat collapse (False:
-    EAGLE-1, no blank)."""
+    EAGLE-1, no blank); chain_tokens: K of a prompt-lookup branch sharing the block
+    (`specjax.drafters.lookup_branch`), whose accepted paths can be deeper than the tree."""
 
     config: ModelConfig
     tree: StaticTree
     collapse: bool = True
-    longest_path: int = (
-        0  # accepted nodes a block can hold, root included (0: the tree's depth + 1)
-    )
+    chain_tokens: int = 0
 
     @property
     def block_size(self) -> int:
@@ -109,7 +108,8 @@ class CTCDrafter:
         """Appends the pairs of the accepted path: (hidden before the root, root), then (hidden at
         path node a, path token a + 1) for every accepted draft token."""
         c = self.config
-        A = self.longest_path or self.tree.max_depth + 1  # the longest accepted path
+        # the longest accepted path: the tree's deepest, or a lookup chain's within the block
+        A = min(self.tree.size, 1 + max(self.tree.max_depth, self.chain_tokens))
         B = verified.n_path.shape[0]
         path = verified.path[:, :A]
         at_path = jnp.take_along_axis(verified.hidden, path[..., None], axis=1)  # [B, A, D]

@@ -89,10 +89,7 @@ class LookupBranch:
         )
         parent = dedup_prefixes(tokens, parent)
         tokens, parent = pack_tree(tokens, parent, self.block_size)
-        return (
-            Candidates(tokens=tokens.astype(jnp.int32), parent=parent),
-            LookupBranchState(inner=inner_state, lookup=state.lookup),
-        )
+        return Candidates(tokens=tokens, parent=parent), state.replace(inner=inner_state)
 
     def update(self, params, state: LookupBranchState, verified: Verified) -> LookupBranchState:
         return LookupBranchState(
