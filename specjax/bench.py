@@ -86,6 +86,13 @@ flags.DEFINE_list(
     "3-token branch); empty: one row from --lookup.",
 )
 flags.DEFINE_list(
+    "answer_stores",
+    [],
+    "ngram rows, and medusa/ctc rows with a lookup branch: one per answer store (none, shipped, "
+    "a directory; none,shipped: with and without the shipped one); empty: one row from "
+    "--answer_store.",
+)
+flags.DEFINE_list(
     "beams",
     [],
     "redrafter rows: WxL or WxL:SLOTS each (2x4, 4x4:8), one row per entry; empty: one row from "
@@ -144,10 +151,10 @@ def _row_names() -> list[tuple[str, str, str | None, str]]:
         elif (
             needs.head
             and not needs.draft
-            and (FLAGS.trees or FLAGS.lookups or len(_heads_of(m)) > 1)
+            and (FLAGS.trees or FLAGS.lookups or FLAGS.answer_stores or len(_heads_of(m)) > 1)
         ):
-            # one row per head of this kind (--head), per tree (--trees: medusa, ctc) and per
-            # lookup branch (--lookups: medusa, ctc)
+            # one row per head of this kind (--head), per tree (--trees: medusa, ctc), per
+            # lookup branch (--lookups: medusa, ctc) and per answer store feeding a branch
             trees, lookups = [None], [None]
             if m in TREE_METHODS:
                 trees = FLAGS.trees or trees
@@ -155,10 +162,13 @@ def _row_names() -> list[tuple[str, str, str | None, str]]:
             for d in _heads_of(m):
                 for t in trees:
                     for k in lookups:
-                        tags = [f"head={d}"] if len(_heads_of(m)) > 1 else []
-                        tags += [f"tree={Path(t).stem}"] if t else []
-                        tags += [f"lookup={k}"] if k else []
-                        rows.append((f"{m}[{','.join(tags)}]" if tags else m, m, None))
+                        branch = FLAGS.lookup if k is None else k
+                        for store in _store_tags() if m in TREE_METHODS and branch else [""]:
+                            tags = [f"head={d}"] if len(_heads_of(m)) > 1 else []
+                            tags += [f"tree={Path(t).stem}"] if t else []
+                            tags += [f"lookup={k}"] if k else []
+                            tags += [store] if store else []
+                            rows.append((f"{m}[{','.join(tags)}]" if tags else m, m, None))
         elif needs.head and needs.draft:  # sprinter: a verifier is trained for one draft: the first
             heads = _heads_of(m)
             rows += [
@@ -172,6 +182,8 @@ def _row_names() -> list[tuple[str, str, str | None, str]]:
                 for d in FLAGS.draft
                 for tag in _gamma_tags(m)
             ]
+        elif m == "ngram" and FLAGS.answer_stores:  # one row per answer store
+            rows += [(f"{m}[{tag}]" if tag else m, m, None) for tag in _store_tags()]
         else:
             rows.append((m, m, None))
     named = []
@@ -246,6 +258,16 @@ def _threshold_tags(method_name: str) -> list[str]:
     return [f",threshold={entry.strip()}" for entry in FLAGS.thresholds]
 
 
+def _store_tags() -> list[str]:
+    """Row-name tags for an --answer_stores list ("" for none, store=shipped, store=STEM); [""]
+    (the row as --answer_store sets it) without one."""
+    tags = [
+        "" if e.strip() in ("", "none") else f"store={Path(e.strip()).stem}"
+        for e in FLAGS.answer_stores
+    ]
+    return tags or [""]
+
+
 def _beam_tags() -> list[str]:
     return [f"W={w},L={l_}" + (f",slots={s}" if s else "") for w, l_, s in _beam_shapes()]
 
@@ -266,6 +288,16 @@ def _row_settings(name: str, kind: str, category: str):
     lookup = re.search(r"[\[,]lookup=(\d+)", name)
     if lookup:
         s = dataclasses.replace(s, lookup=int(lookup.group(1)))
+    elif FLAGS.lookups and "lookup" in {f.name for f in dataclasses.fields(s)}:
+        s = dataclasses.replace(s, lookup=0, answer_store="")  # the list's 0: the heads alone
+    store = re.search(r"[\[,]store=([^,\]]+)", name)
+    if store:  # the --answer_stores entry the row is named after
+        stem = store.group(1)
+        s = dataclasses.replace(
+            s, answer_store=next(e for e in FLAGS.answer_stores if Path(e.strip()).stem == stem)
+        )
+    elif FLAGS.answer_stores and "answer_store" in {f.name for f in dataclasses.fields(s)}:
+        s = dataclasses.replace(s, answer_store="")  # the list's "none" row
     threshold = re.search(r",threshold=([^,\]]+)", name)
     if threshold:
         s = dataclasses.replace(s, threshold=float(threshold.group(1)))
@@ -422,6 +454,7 @@ def run_bench() -> dict:
         ("beams", FLAGS.beams, ("redrafter",)),
         ("trees", FLAGS.trees, TREE_METHODS),
         ("lookups", FLAGS.lookups, TREE_METHODS),
+        ("answer_stores", FLAGS.answer_stores, ("ngram", *TREE_METHODS)),
         ("thresholds", FLAGS.thresholds, ("sprinter",)),
     ):  # a row list that no row would use is a mistake, not a silent no-op
         if values and not set(takers) & set(FLAGS.methods):

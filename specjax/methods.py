@@ -246,10 +246,23 @@ class SdSettings:
         parse_gamma(self.gamma)
 
 
+def answer_store_setting() -> Any:
+    """`--answer_store`, shared by ngram and the lookup branch of medusa and ctc."""
+    return setting(
+        "",
+        "answer_store",
+        "ngram, and medusa/ctc with --lookup: where the context has no match, draft what the "
+        "target's own answers most often continued the last tokens with: 'shipped' (the store "
+        "made for the target), a directory from python -m train_heads.answer_store, or empty "
+        "(none).",
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class NgramSettings:
     max_ngram: int = setting(3, "ngram_max", "ngram: longest suffix matched against the context.")
     num_tokens: int = setting(10, "ngram_tokens", "ngram: tokens proposed after a match.")
+    answer_store: str = answer_store_setting()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -367,10 +380,15 @@ class TreeHeadSettings:
         "where the context has a match; the block keeps the tree's size (--tree=auto grows it by "
         "K). 0: the heads alone.",
     )
+    answer_store: str = answer_store_setting()
 
     def check(self) -> None:
         if self.lookup < 0:
             raise SpecjaxError(f"--lookup must be >= 0, got {self.lookup}")
+        if self.answer_store and self.lookup == 0:
+            raise SpecjaxError(
+                "--answer_store feeds the prompt-lookup branch: give --lookup=K (K >= 1) too"
+            )
 
 
 def _vanilla(inputs: BuildInputs):
@@ -413,7 +431,27 @@ def _ngram(inputs: BuildInputs):
     s = inputs.settings
     if s.max_ngram < 1 or s.num_tokens < 1:
         raise SpecjaxError("ngram needs max_ngram >= 1 and num_tokens >= 1")
-    return NgramDrafter(max_ngram=s.max_ngram, num_tokens=s.num_tokens), None
+    store = _answer_store(inputs, s.answer_store)
+    return NgramDrafter(max_ngram=s.max_ngram, num_tokens=s.num_tokens), store
+
+
+def _answer_store(inputs: BuildInputs, spec: str):
+    """The `--answer_store` the spec names for this target (None for empty)."""
+    if not spec:
+        return None
+    from models.answer_store import load_answer_store
+
+    if spec == "shipped":
+        from models.answer_stores import shipped_answer_store_for
+
+        found = shipped_answer_store_for(inputs.config, inputs.params)
+        if found is None:
+            raise SpecjaxError(
+                "--answer_store=shipped: no shipped answer store matches this target; build one "
+                "from its answers with python -m train_heads.answer_store"
+            )
+        spec = str(found)
+    return load_answer_store(spec, inputs.config, inputs.params)
 
 
 def _ouroboros(inputs: BuildInputs):
@@ -470,20 +508,22 @@ def _medusa(inputs: BuildInputs):
         raise SpecjaxError(
             f"the tree uses rank {tree.max_rank}, but the heads have {heads.num_columns} columns"
         )
-    return _with_lookup(MedusaDrafter(tree), tree, path, heads.num_heads, s.lookup), heads
+    return _with_lookup(inputs, MedusaDrafter(tree), heads, tree, path, heads.num_heads)
 
 
-def _with_lookup(drafter, tree, head_dir: Path, depths: int, lookup: int):
-    """The drafter, with a prompt-lookup branch of `lookup` tokens sharing its block (0: as is);
-    the tree's nodes give way in the order of their paths' measured accuracy, where the head
-    records it."""
-    if lookup == 0:
-        return drafter
-    from specjax.drafters.lookup_branch import LookupBranch, node_priority
+def _with_lookup(inputs: BuildInputs, drafter, params, tree, head_dir: Path, depths: int):
+    """(drafter, params), with a prompt-lookup branch of `--lookup` tokens sharing its block (0:
+    as they are) fed by `--answer_store` where one is given; the tree's nodes give way in the
+    order of their paths' measured accuracy, where the head records it."""
+    s = inputs.settings
+    if s.lookup == 0:
+        return drafter, params
+    from specjax.drafters.lookup_branch import BranchParams, LookupBranch, node_priority
     from specjax.static_tree import rank_accuracy
 
     priority = node_priority(tree.paths, rank_accuracy(head_dir, depths, required=False))
-    return LookupBranch(drafter, priority, num_tokens=lookup)
+    store = _answer_store(inputs, s.answer_store)
+    return LookupBranch(drafter, priority, num_tokens=s.lookup), BranchParams(params, store)
 
 
 def _ctc(inputs: BuildInputs):
@@ -520,7 +560,7 @@ def _ctc(inputs: BuildInputs):
             f"the tree uses rank {tree.max_rank}, but the head has {columns} columns"
         )
     drafter = CTCDrafter(draft_config(inputs.config), tree, ctc_weight > 0, chain_tokens=s.lookup)
-    return _with_lookup(drafter, tree, path, frames, s.lookup), params
+    return _with_lookup(inputs, drafter, params, tree, path, frames)
 
 
 @dataclasses.dataclass(frozen=True)

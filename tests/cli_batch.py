@@ -82,6 +82,8 @@ def _run_case(cli_module, args: list[str], out_dir: Path) -> dict:
 def main() -> None:
     module_name, cases_file, results_file = sys.argv[1:]
     cli_module = importlib.import_module(module_name)
+    if callable(getattr(cli_module, "define_flags", None)):
+        cli_module.define_flags()  # a CLI that defines its flags only when run as a program
     cases = json.loads(Path(cases_file).read_text())
     with tempfile.TemporaryDirectory() as tmp:
         results = [_run_case(cli_module, args, Path(tmp)) for args in cases]

@@ -313,6 +313,7 @@ def test_unknown_method_is_one_line_and_exit_2(tmp_path: Path):
         ("--beams=2x3", "vanilla"),
         ("--trees=auto", "vanilla"),
         ("--lookups=0,3", "vanilla,ngram"),
+        ("--answer_stores=none,shipped", "vanilla,sd"),
     ],
 )
 def test_a_row_list_for_a_method_not_run_is_one_line_and_exit_2(tmp_path: Path, flag, methods):
@@ -351,6 +352,7 @@ def test_row_lists_name_one_row_per_entry_as_written(tmp_path: Path):
         ["--methods=sd", "--gamma=4,auto", "--draft=shipped,/d/x"],
         ["--methods=sprinter", "--draft=/d/a,/d/b", f"--head={','.join(verifiers)}"],
         ["--methods=medusa,ctc", "--trees=auto,mc_sim_7b_63", "--lookups=0,3"],
+        ["--methods=ngram,medusa", "--lookups=0,4", "--answer_stores=none,shipped"],
         ["--methods=redrafter", "--beams=1x3,4x4:8"],
         ["--methods=ngram", "--accept=exact,typical"],
     ]
@@ -397,6 +399,14 @@ def test_row_lists_name_one_row_per_entry_as_written(tmp_path: Path):
             ("ctc[tree=auto,lookup=3]", "ctc", None, "exact"),
             ("ctc[tree=mc_sim_7b_63]", "ctc", None, "exact"),
             ("ctc[tree=mc_sim_7b_63,lookup=3]", "ctc", None, "exact"),
+        ],
+        [
+            vanilla,
+            ("ngram", "ngram", None, "exact"),
+            ("ngram[store=shipped]", "ngram", None, "exact"),
+            ("medusa", "medusa", None, "exact"),
+            ("medusa[lookup=4]", "medusa", None, "exact"),
+            ("medusa[lookup=4,store=shipped]", "medusa", None, "exact"),
         ],
         [
             vanilla,

@@ -141,6 +141,14 @@ ERROR_CASES = {
     ),
     "negative_temperature": (lambda p: ["--temperature=-0.5"], "temperature must be >= 0"),
     "negative_lookup": (lambda p: ["--method=ctc", "--lookup=-1"], "--lookup must be >= 0"),
+    "answer_store_without_lookup": (
+        lambda p: ["--method=medusa", "--answer_store=shipped"],
+        "--answer_store feeds the prompt-lookup branch",
+    ),
+    "answer_store_not_a_store": (
+        lambda p: ["--method=ngram", f"--answer_store={p['missing']}"],
+        "missing store_config.json",
+    ),
     "beam_width_zero": (lambda p: ["--method=redrafter", "--beam_width=0"], "must be >= 1"),
     "head_for_a_method_without_one": (
         lambda p: ["--method=ngram", "--head=/tmp/some_head"],
@@ -196,6 +204,7 @@ ARGUMENT_ERRORS = (
     "sprinter_rule_for_another_method",
     "negative_temperature",
     "negative_lookup",
+    "answer_store_without_lookup",
     "unknown_flag",
     "unknown_phrase_preset",
     "pool_with_a_method_without_one",

@@ -18,7 +18,7 @@ from models.medusa_heads import init_heads
 from models.transformer import init_params
 from specjax.candidates import Candidates, DraftContext, Prefill
 from specjax.drafters.ctc import CTCDrafter
-from specjax.drafters.lookup_branch import LookupBranch, node_priority
+from specjax.drafters.lookup_branch import BranchParams, LookupBranch, node_priority
 from specjax.drafters.medusa import MedusaDrafter
 from specjax.engine import generate
 from specjax.sampling import SamplingConfig
@@ -68,14 +68,15 @@ def _block(history: list[int], root: int, num_tokens: int = 2) -> tuple[list, li
         length=jnp.asarray([P], jnp.int32),
         hidden=jnp.zeros((1, P, 4)),
     )
-    state = drafter.init(None, prefill, cache_len=32)
+    state = drafter.init(BranchParams(None), prefill, cache_len=32)
     ctx = DraftContext(
         root=jnp.asarray([root], jnp.int32),
         root_position=jnp.asarray([P], jnp.int32),
         hidden=jnp.zeros((1, 4)),
         done=jnp.zeros((1,), bool),
     )
-    cands, _ = drafter.propose(None, state, ctx, jax.random.split(jax.random.key(0), 1), None)
+    keys = jax.random.split(jax.random.key(0), 1)
+    cands, _ = drafter.propose(BranchParams(None), state, ctx, keys, None)
     assert cands.tokens.shape == (1, INNER.block_size)
     return cands.tokens[0].tolist(), cands.parent[0].tolist()
 
@@ -141,8 +142,9 @@ def test_greedy_equals_vanilla_with_a_lookup_branch(target, method, batch):
     drafter = LookupBranch(inner, node_priority(inner.tree.paths, None), num_tokens=lookup)
     vanilla = generate(TARGET, target, prompts, max_new_tokens=40)
     spec = generate(
-        TARGET, target, prompts, max_new_tokens=40, drafter=drafter, draft_params=params
-    )
+        TARGET, target, prompts, max_new_tokens=40, drafter=drafter,
+        draft_params=BranchParams(params),
+    )  # fmt: skip
     assert spec.tokens == vanilla.tokens
     alone = generate(TARGET, target, prompts, max_new_tokens=40, drafter=inner, draft_params=params)
     # the random target repeats itself: the chain finds what the untrained heads cannot
@@ -170,4 +172,5 @@ def test_sampling_keeps_the_inner_drafters_q_free():
         done=jnp.zeros((1,), bool),
     )  # fmt: skip
     with pytest.raises(ValueError, match="deterministic"):
-        drafter.propose(None, drafter.init(None, prefill, 16), ctx, None, SamplingConfig())
+        params = BranchParams(None)
+        drafter.propose(params, drafter.init(params, prefill, 16), ctx, None, SamplingConfig())

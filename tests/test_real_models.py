@@ -185,8 +185,9 @@ def smol_vanilla64(smollm2: Model, smol_prompt_ids: list[list[int]]) -> list[lis
         ("medusa", "auto", 3),
         pytest.param("medusa", "mc_sim_7b_63", 1, marks=pytest.mark.extended),
         ("ctc", "auto", 3),
-        # and with a prompt-lookup branch of 3 sharing the module's tree (`--lookup=3`)
-        ("ctc", "auto,lookup=3", 3),
+        # and with a prompt-lookup branch of 3 sharing the module's tree, fed by the shipped
+        # answer store where the context has no match (`--lookup=3 --answer_store=shipped`)
+        ("ctc", "auto,lookup=3,store=shipped", 3),
         pytest.param("ctc", "mc_sim_7b_63", 1, marks=pytest.mark.extended),
         ("sprinter", None, 3),
     ],
@@ -202,7 +203,7 @@ def smol_vanilla64(smollm2: Model, smol_prompt_ids: list[list[int]]) -> list[lis
         "medusa_auto_B3",
         "medusa_mc_sim_B1",
         "ctc_auto_B3",
-        "ctc_auto_lookup3_B3",
+        "ctc_auto_lookup3_store_B3",
         "ctc_mc_sim_B1",
         "sprinter_exact_B3",
     ],  # fmt: skip
@@ -219,7 +220,7 @@ def test_smollm2_speculative_greedy_equals_vanilla(
     whose steps cost more on CPU; a greedy prefix is still a full check), EOS honoured. draft None
     is the trained draft shipped in models/drafts for this target; redrafter and medusa use the
     heads shipped in models/heads, and so does ctc (redrafter at the CPU's default beam shape;
-    for medusa and ctc `draft` names the tree and the lookup branch; sprinter runs the shipped draft with the shipped
+    for medusa and ctc `draft` names the tree, the lookup branch and its answer store; sprinter runs the shipped draft with the shipped
     verifier under the exact rule, `generate`'s default)."""
     from configs.phrase_drafting import phrase_drafting
     from specjax.engine import generate
@@ -227,9 +228,10 @@ def test_smollm2_speculative_greedy_equals_vanilla(
 
     phrase = phrase_drafting("cpu") if method in ("ouroboros", "lookahead") else None
     extra = {"phrase": phrase} if phrase is not None else {"gamma": 4} if method == "sd" else {}
-    if method in ("medusa", "ctc"):  # draft: the tree, and a lookup branch's length
+    if method in ("medusa", "ctc"):  # draft: the tree, a lookup branch's length, an answer store
+        draft, _, store = draft.partition(",store=")
         tree, _, lookup = draft.partition(",lookup=")
-        extra, draft = {"tree": tree, "lookup": int(lookup or 0)}, None
+        extra, draft = {"tree": tree, "lookup": int(lookup or 0), "answer_store": store}, None
     drafter, dparams = make_drafter(method, smollm2.config, smollm2.params, draft=draft, **extra)
     n = 32 if phrase is not None else 64
     spec = generate(

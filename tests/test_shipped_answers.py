@@ -93,3 +93,20 @@ def test_each_answer_token_is_the_targets_argmax(target):
         greedy = np.asarray(jnp.argmax(logits[0, :-1], -1))
         agree = (greedy == tokens[1:length])[mask[1:length]]
         assert agree.mean() >= 0.98, (source, agree.mean())
+
+
+def test_the_shipped_answer_store_is_built_from_these_answers(target):
+    """models/answer_stores/ holds what `python -m train_heads.answer_store` makes of the three
+    answer sets (README), and `--answer_store=shipped` finds it for the default target."""
+    from models.answer_store import build_answer_store, load_answer_store
+    from models.answer_stores import shipped_answer_store_for
+    from train_heads.answer_store import read_answers
+
+    path = shipped_answer_store_for(target.config, target.params)
+    assert path is not None and path.name == "smollm2-135m-instruct"
+    shipped = load_answer_store(path, target.config, target.params)
+    answers, fingerprint = read_answers([DEFAULT / s for s in SOURCES])
+    assert fingerprint == target_fingerprint(target.config, target.params)
+    rebuilt = build_answer_store(answers, target.config.V, shipped.length)
+    for name in ("after_token", "pair_key", "pair_tokens", "pair_next"):
+        np.testing.assert_array_equal(np.asarray(getattr(shipped, name)), getattr(rebuilt, name))

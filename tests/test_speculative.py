@@ -275,9 +275,10 @@ def test_sampled_first_two_tokens_follow_the_target_on_collapsed_ctc_trees():
 
 
 def test_sampled_first_two_tokens_follow_the_target_with_a_lookup_branch():
-    """Medusa's heads with a prompt-lookup chain sharing their block (the prompt repeats, so
-    every root has a match): chain and heads are both deterministic, and the one-hot rule keeps
-    the first two tokens distributed as the target's: 60,000 seeded rows."""
+    """Medusa's heads with a prompt-lookup chain sharing their block, fed by an answer store
+    where the context has no match (the prompt holds half the vocabulary, so half the roots copy
+    from it and half take the store's chain): chain and heads are both deterministic, and the
+    one-hot rule keeps the first two tokens distributed as the target's: 60,000 seeded rows."""
     assert _first_two_tokens_pvalue("medusa_lookup", ExactAcceptance(), True) > 1e-3
 
 
@@ -312,8 +313,15 @@ def _first_two_tokens_pvalue(method: str, acceptance, check_accepted: bool, n=60
 
         dparams = init_heads(params, num_heads=2)
         dparams = dparams.replace(res_w=jax.random.normal(jax.random.key(5), dparams.res_w.shape))
+        from models.answer_store import build_answer_store
+        from specjax.drafters.lookup_branch import BranchParams
+
         inner = MedusaDrafter(tree_from_paths([(0,), (1,), (0, 0), (0, 1)]))
         drafter = LookupBranch(inner, (1, 2, 3, 4), num_tokens=2)
+        answers = np.random.default_rng(0).integers(0, SMALL_V, (4, 50)).tolist()
+        store = jax.tree.map(jnp.asarray, build_answer_store(answers, SMALL_V, length=2))
+        dparams = BranchParams(dparams, store)
+        prompt = list(range(SMALL_V // 2))
     elif method == "ctc":
         from models.ctc_draft import attach, draft_config, init_ctc_head
         from specjax.drafters.ctc import CTCDrafter

@@ -13,6 +13,9 @@ it has none, the inner tree keeps all of them. A chain token equal to an inner g
 same parent is merged with it (`dedup_prefixes`), so the inner node's subtree hangs under the
 chain and its slot goes to the next inner node. Both halves are deterministic, so the exact
 policy's one-hot rule keeps greedy output equal to vanilla and sampled output the target's.
+
+The params are `BranchParams`: the inner drafter's, and optionally an answer store
+(`models.answer_store`) that the chain comes from where the context has no match.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from models.answer_store import AnswerStore
 from specjax.candidates import (
     Candidates,
     DraftContext,
@@ -33,6 +37,12 @@ from specjax.candidates import (
     pack_tree,
 )
 from specjax.drafters.ngram import NgramDrafter, NgramState
+
+
+@struct.dataclass
+class BranchParams:
+    inner: Any
+    store: AnswerStore | None = None
 
 
 @struct.dataclass
@@ -64,17 +74,21 @@ class LookupBranch:
     def _lookup(self) -> NgramDrafter:
         return NgramDrafter(max_ngram=self.max_ngram, num_tokens=self.num_tokens)
 
-    def init(self, params, prefill: Prefill, cache_len: int) -> LookupBranchState:
+    def init(self, params: BranchParams, prefill: Prefill, cache_len: int) -> LookupBranchState:
         return LookupBranchState(
-            inner=self.inner.init(params, prefill, cache_len),
+            inner=self.inner.init(params.inner, prefill, cache_len),
             lookup=self._lookup.init(None, prefill, cache_len),
         )
 
-    def propose(self, params, state: LookupBranchState, ctx: DraftContext, keys_B, sampling):
-        inner, inner_state = self.inner.propose(params, state.inner, ctx, keys_B, sampling)
+    def propose(
+        self, params: BranchParams, state: LookupBranchState, ctx: DraftContext, keys_B, sampling
+    ):
+        inner, inner_state = self.inner.propose(params.inner, state.inner, ctx, keys_B, sampling)
         if inner.q_probs is not None:
             raise ValueError("a lookup branch needs an inner drafter with deterministic nodes")
-        chain, _ = self._lookup.propose(None, state.lookup, ctx, keys_B, sampling)  # [B, K + 1]
+        chain, _ = self._lookup.propose(
+            params.store, state.lookup, ctx, keys_B, sampling
+        )  # [B, K + 1]
         order = np.array([0, *self.priority])  # static: the inner nodes by priority
         new_index = jnp.asarray(np.argsort(order), jnp.int32)
         tokens = inner.tokens[:, order]
@@ -91,9 +105,11 @@ class LookupBranch:
         tokens, parent = pack_tree(tokens, parent, self.block_size)
         return Candidates(tokens=tokens, parent=parent), state.replace(inner=inner_state)
 
-    def update(self, params, state: LookupBranchState, verified: Verified) -> LookupBranchState:
+    def update(
+        self, params: BranchParams, state: LookupBranchState, verified: Verified
+    ) -> LookupBranchState:
         return LookupBranchState(
-            inner=self.inner.update(params, state.inner, verified),
+            inner=self.inner.update(params.inner, state.inner, verified),
             lookup=self._lookup.update(None, state.lookup, verified),
         )
 

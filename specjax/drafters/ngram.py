@@ -5,7 +5,9 @@ the k tokens that followed the match, as a chain. Everything is on device with s
 history is a [B, S] buffer, a match is found by comparing n shifted copies of it. Where several
 windows match we take the most recent one (transformers takes the earliest); recency follows the
 passage being copied. Rows without a match propose nothing (empty slots), and a step where no row
-proposes anything costs one single-token target forward.
+proposes anything costs one single-token target forward, unless the drafter's params are an answer
+store (`models.answer_store`, `--answer_store`): then a row with no match in its context proposes
+what the target's own answers most often continued its last tokens with.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from models.answer_store import store_lookup
 from specjax.candidates import NO_PARENT, Candidates, DraftContext, Prefill, Verified
 
 
@@ -52,7 +55,8 @@ def lookup(seq_S, length, max_ngram: int, k: int):
 @dataclasses.dataclass(frozen=True)
 class NgramDrafter:
     """max_ngram: longest suffix to match (transformers default 3 ... vLLM's 1..4);
-    num_tokens: k, the chain length proposed (transformers' prompt_lookup default 10)."""
+    num_tokens: k, the chain length proposed (transformers' prompt_lookup default 10).
+    params: None, or an `AnswerStore` to draft from where the context has no match."""
 
     max_ngram: int = 3
     num_tokens: int = 10
@@ -74,6 +78,13 @@ class NgramDrafter:
         drafts, count = jax.vmap(lambda s, n: lookup(s, n, self.max_ngram, k))(
             seq, state.length + 1
         )
+        if params is not None:  # an answer store: where the context has no match
+            stored, stored_count = jax.vmap(lambda s, n: store_lookup(params, s, n, k))(
+                seq, state.length + 1
+            )
+            unmatched = count == 0
+            drafts = jnp.where(unmatched[:, None], stored, drafts)
+            count = jnp.where(unmatched, stored_count, count)
         slot = jnp.arange(1, k + 1)
         parent = jnp.where(slot[None, :] <= count[:, None], slot[None, :] - 1, NO_PARENT)
         tokens = jnp.concatenate([ctx.root[:, None], drafts], axis=1)
