@@ -59,9 +59,13 @@ class AnswerStore:
 
 
 def pair_key(a, b, vocab_size: int):
-    """uint32 key of the token pair (a, b): a * V + b, modulo 2^32 (exact for V <= 65536)."""
-    xp = jnp if isinstance(a, jax.Array) or isinstance(b, jax.Array) else np
-    return xp.asarray(a).astype(xp.uint32) * xp.uint32(vocab_size) + xp.asarray(b).astype(xp.uint32)
+    """uint32 key of the token pair (a, b): a * V + b, modulo 2^32 (exact for V <= 65536); on
+    device for traced tokens, on the host (Python ints, no overflow warnings) for the build."""
+    if isinstance(a, jax.Array) or isinstance(b, jax.Array):
+        return jnp.asarray(a).astype(jnp.uint32) * jnp.uint32(vocab_size) + jnp.asarray(b).astype(
+            jnp.uint32
+        )
+    return np.uint32((int(a) * vocab_size + int(b)) % 2**32)
 
 
 def _greedy_continuation(seqs: Sequence[Sequence[int]], starts, length: int) -> list[int]:
