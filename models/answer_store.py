@@ -89,6 +89,9 @@ def build_answer_store(
     if length < 1:
         raise SpecjaxError(f"an answer store keeps continuations of >= 1 token, got {length}")
     seqs = [list(map(int, a)) for a in answers]
+    bad = next((t for seq in seqs for t in seq if not 0 <= t < vocab_size), None)
+    if bad is not None:
+        raise SpecjaxError(f"answer token id {bad} is outside the vocabulary of {vocab_size}")
     after_one, after_two = defaultdict(list), defaultdict(list)
     for s, seq in enumerate(seqs):
         for p in range(1, len(seq)):
@@ -139,6 +142,8 @@ def save_answer_store(out: str | Path, store: AnswerStore, fingerprint: dict, bu
     from safetensors.numpy import save_file
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SpecjaxError(f"{out} is a file, not a directory to write an answer store to")
     out.mkdir(parents=True, exist_ok=True)
     arrays = {k: np.asarray(getattr(store, k)) for k in _SHAPES}
     save_file(arrays, str(out / ARRAYS_FILE))
@@ -174,9 +179,11 @@ def load_answer_store(path: str | Path, config: ModelConfig, params: ModelParams
             raise SpecjaxError(f"{what}: missing {name}")
     try:
         meta = json.loads((path / CONFIG_FILE).read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"format {meta.get('format')!r}")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(f"{CONFIG_FILE} is not a {FORMAT} config")
         recorded = meta["target"]["fingerprint"]
+        if not isinstance(recorded, dict):
+            raise ValueError("no target fingerprint")
         arrays = load_file(str(path / ARRAYS_FILE))
         V, L = int(meta["vocab_size"]), int(meta["length"])
         N = int(meta["pairs"]) + 1
@@ -184,11 +191,32 @@ def load_answer_store(path: str | Path, config: ModelConfig, params: ModelParams
             a = arrays[name]
             if a.dtype != dtype or a.shape != shape(V, N, L):
                 raise ValueError(f"{name} is {a.dtype}{list(a.shape)}")
+        arrays = {name: arrays[name] for name in _SHAPES}
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
         raise SpecjaxError(f"{what} is not a valid answer store ({e})") from None
     check_fingerprint(recorded, config, params, what)
     if V != config.V:
         raise SpecjaxError(f"{what} has {V} token ids, the target {config.V}")
-    if np.any(np.diff(arrays["pair_key"].astype(np.int64)) < 0):
-        raise SpecjaxError(f"{what} is not a valid answer store (pair keys not sorted)")
+    _check_contents(arrays, V, what)
     return AnswerStore(**{k: jnp.asarray(v) for k, v in arrays.items()})
+
+
+def _check_contents(arrays: dict[str, np.ndarray], V: int, what: str) -> None:
+    """Every id a draft could take lies in the vocabulary (an id past it would reach the
+    target's embedding as a NaN row), and the pair keys are sorted, their pairs' own, with the
+    sentinel last: one SpecjaxError line otherwise."""
+    pairs, keys = arrays["pair_tokens"], arrays["pair_key"]
+    problems = []
+    for name in ("after_token", "pair_next"):
+        if np.any((arrays[name] < NONE) | (arrays[name] >= V)):
+            problems.append(f"{name} holds ids outside [-1, {V})")
+    if np.any((pairs[:-1] < 0) | (pairs[:-1] >= V)) or np.any(pairs[-1] != NONE):
+        problems.append("pair_tokens holds ids outside the vocabulary")
+    elif np.any(np.diff(keys.astype(np.int64)) < 0):
+        problems.append("pair keys not sorted")
+    elif len(pairs) > 1 and not np.array_equal(
+        keys[:-1], pair_key(jnp.asarray(pairs[:-1, 0]), jnp.asarray(pairs[:-1, 1]), V)
+    ):
+        problems.append("pair keys do not match their pairs")
+    if problems:
+        raise SpecjaxError(f"{what} is not a valid answer store ({'; '.join(problems)})")

@@ -258,14 +258,44 @@ def _threshold_tags(method_name: str) -> list[str]:
     return [f",threshold={entry.strip()}" for entry in FLAGS.thresholds]
 
 
+def _store_tag(entry: str) -> str:
+    """A row-name tag for one --answer_stores entry: "" for none, store=shipped, or store= the
+    directory's name."""
+    e = entry.strip()
+    if not methods.store_given(e):
+        return ""
+    return "store=shipped" if e == "shipped" else f"store={Path(e).resolve().name}"
+
+
 def _store_tags() -> list[str]:
-    """Row-name tags for an --answer_stores list ("" for none, store=shipped, store=STEM); [""]
-    (the row as --answer_store sets it) without one."""
-    tags = [
-        "" if e.strip() in ("", "none") else f"store={Path(e.strip()).stem}"
-        for e in FLAGS.answer_stores
-    ]
-    return tags or [""]
+    """Row-name tags for an --answer_stores list; [""] (the row as --answer_store sets it)
+    without one. The entries are checked (`_check_answer_stores`) before any row is named."""
+    return [_store_tag(e) for e in FLAGS.answer_stores] or [""]
+
+
+def _check_answer_stores() -> None:
+    """--answer_stores: every entry none, shipped or a store directory, no two named alike, and
+    some row to take them (ngram, or a lookup branch of medusa/ctc)."""
+    for e in (e.strip() for e in FLAGS.answer_stores):
+        if (
+            methods.store_given(e)
+            and e != "shipped"
+            and not (Path(e) / "store_config.json").is_file()
+        ):
+            raise SpecjaxError(
+                f"--answer_stores: {e} is not an answer store (no store_config.json); make one "
+                "with python -m train_heads.answer_store"
+            )
+    tags = _store_tags()
+    if len(set(tags)) != len(tags):
+        raise SpecjaxError(
+            "--answer_stores: two entries would name the same row (same directory name)"
+        )
+    branch = FLAGS.lookup > 0 or any(int(k) > 0 for k in FLAGS.lookups)
+    if FLAGS.answer_stores and "ngram" not in FLAGS.methods and not branch:
+        raise SpecjaxError(
+            "--answer_stores feeds ngram rows or a lookup branch: give --lookup=K or --lookups"
+        )
 
 
 def _beam_tags() -> list[str]:
@@ -286,16 +316,15 @@ def _row_settings(name: str, kind: str, category: str):
     if head:  # one of several --head directories of this kind
         s = dataclasses.replace(s, head=head.group(1))
     lookup = re.search(r"[\[,]lookup=(\d+)", name)
-    if lookup:
-        s = dataclasses.replace(s, lookup=int(lookup.group(1)))
+    if lookup:  # a branch: fed by --answer_store unless the row names its own (below)
+        s = dataclasses.replace(s, lookup=int(lookup.group(1)), answer_store=FLAGS.answer_store)
     elif FLAGS.lookups and "lookup" in {f.name for f in dataclasses.fields(s)}:
         s = dataclasses.replace(s, lookup=0, answer_store="")  # the list's 0: the heads alone
-    store = re.search(r"[\[,]store=([^,\]]+)", name)
+    store = re.search(r"[\[,](store=[^,\]]+)", name)
     if store:  # the --answer_stores entry the row is named after
-        stem = store.group(1)
-        s = dataclasses.replace(
-            s, answer_store=next(e for e in FLAGS.answer_stores if Path(e.strip()).stem == stem)
-        )
+        tag = store.group(1)
+        entry = next(e for e in FLAGS.answer_stores if _store_tag(e) == tag)
+        s = dataclasses.replace(s, answer_store=entry.strip())
     elif FLAGS.answer_stores and "answer_store" in {f.name for f in dataclasses.fields(s)}:
         s = dataclasses.replace(s, answer_store="")  # the list's "none" row
     threshold = re.search(r",threshold=([^,\]]+)", name)
@@ -317,6 +346,8 @@ def _settings(kind: str, category: str | None):
     fixed = {"gamma": gammas[0]} if gammas else {}
     if methods.method(kind).needs.head:
         fixed["head"] = _head_for(kind)
+    if kind in TREE_METHODS and FLAGS.lookup == 0:
+        fixed["answer_store"] = ""  # no branch to feed; a row with one sets it (_row_settings)
     s = settings_from_flags(kind, FLAGS, **fixed)
     return s.for_task(category) if category and hasattr(s, "for_task") else s
 
@@ -461,6 +492,7 @@ def run_bench() -> dict:
             raise SpecjaxError(
                 f"--{flag} gives rows to {' and '.join(takers)}: add it to --methods"
             )
+    _check_answer_stores()  # and bad --answer_stores
     parse_mesh_flag(FLAGS.mesh)  # and a malformed --mesh
     for a in FLAGS.accept:
         if a != "auto":

@@ -70,7 +70,7 @@ def summarize(res: dict) -> str:
         *(
             [
                 "Method settings per category (specjax/methods.py, configs/; a row whose "
-                "name carries a gamma, threshold, beam shape, tree, lookup or head runs that instead): "
+                "name carries a gamma, threshold, beam shape, tree, lookup, store or head runs that instead): "
                 + "; ".join(
                     f"{kind}: " + ", ".join(f"{c}: {s}" for c, s in by_cat.items())
                     for kind, by_cat in res["settings"].items()

@@ -254,8 +254,13 @@ def answer_store_setting() -> Any:
         "ngram, and medusa/ctc with --lookup: where the context has no match, draft what the "
         "target's own answers most often continued the last tokens with: 'shipped' (the store "
         "made for the target), a directory from python -m train_heads.answer_store, or empty "
-        "(none).",
+        "or 'none' (none).",
     )
+
+
+def store_given(spec: str) -> bool:
+    """Whether an `--answer_store` value names a store ("" and "none" do not)."""
+    return spec.strip() not in ("", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -377,7 +382,8 @@ class TreeHeadSettings:
         "lookup",
         "medusa/ctc: K > 0 adds a prompt-lookup branch of up to K tokens (matched as --method=ngram "
         "matches, up to 3-token suffixes) that takes the slots of the tree's least likely nodes "
-        "where the context has a match; the block keeps the tree's size (--tree=auto grows it by "
+        "where the context (or --answer_store) has a match; the block keeps the tree's size "
+        "(--tree=auto grows it by "
         "K). 0: the heads alone.",
     )
     answer_store: str = answer_store_setting()
@@ -385,7 +391,7 @@ class TreeHeadSettings:
     def check(self) -> None:
         if self.lookup < 0:
             raise SpecjaxError(f"--lookup must be >= 0, got {self.lookup}")
-        if self.answer_store and self.lookup == 0:
+        if store_given(self.answer_store) and self.lookup == 0:
             raise SpecjaxError(
                 "--answer_store feeds the prompt-lookup branch: give --lookup=K (K >= 1) too"
             )
@@ -436,8 +442,8 @@ def _ngram(inputs: BuildInputs):
 
 
 def _answer_store(inputs: BuildInputs, spec: str):
-    """The `--answer_store` the spec names for this target (None for empty)."""
-    if not spec:
+    """The `--answer_store` the spec names for this target (None for empty or "none")."""
+    if not store_given(spec):
         return None
     from models.answer_store import load_answer_store
 

@@ -74,15 +74,26 @@ def test_lookup_prefers_the_pair_then_the_last_token():
 
 def test_pairs_sharing_a_key_keep_the_commoner_and_never_answer_for_the_other():
     """With V > 65536, a * V + b wraps modulo 2^32: (0, 100) and (61356, 47396) share a key at
-    V = 70000. The commoner pair keeps the row; the other falls back to its last token."""
+    V = 70000. The commoner pair, here the wrapping one, keeps the row; the other falls back to
+    what follows its last token alone, never to the kept pair's continuation."""
     V = 70000
     assert int(pair_key(0, 100, V)) == int(pair_key(61356, 47396, V))
-    answers = [[0, 100, 1]] * 2 + [[61356, 47396, 2], [5, 47396, 3], [6, 47396, 3]]
+    answers = (
+        [[61356, 47396, 1]] * 2  # the commoner pair
+        + [[0, 100, 2]]
+        + [[5, 100, 3], [6, 100, 3]]  # after 100 alone: 3
+        + [[7, 47396, 4], [8, 47396, 4], [9, 47396, 4]]  # after 47396 alone: 4
+    )
     store = jax.tree.map(jnp.asarray, build_answer_store(answers, vocab_size=V, length=2))
-    assert _lookup(store, [0, 100]) == [1]
-    assert _lookup(store, [61356, 47396]) == [3]  # after 47396 alone: 3 twice, 2 once
-    key = pair_key(jnp.int32(0), jnp.int32(100), V)
-    assert key.dtype == jnp.uint32 and int(key) == int(pair_key(0, 100, V))  # device == host
+    assert _lookup(store, [61356, 47396]) == [1]  # the kept pair, found by its wrapped key
+    assert _lookup(store, [0, 100]) == [3]  # lost its row: after 100 alone, not the other's 1
+    key = pair_key(jnp.int32(61356), jnp.int32(47396), V)
+    assert key.dtype == jnp.uint32 and int(key) == int(pair_key(61356, 47396, V))  # device == host
+
+
+def test_building_from_ids_outside_the_vocabulary_is_one_error_line():
+    with pytest.raises(SpecjaxError, match="outside the vocabulary of 10"):
+        build_answer_store([[1, 2, 10]], vocab_size=10)
 
 
 @pytest.fixture(scope="module")
@@ -101,23 +112,56 @@ def test_a_saved_store_loads_back_for_its_target_only(tmp_path, target):
         load_answer_store(out, TARGET, other)
 
 
-@pytest.mark.parametrize("damage", ["no_arrays", "bad_json", "wrong_shape", "unsorted"])
-def test_a_damaged_store_is_one_error_line(tmp_path, target, damage):
+DAMAGE = {  # case -> what the error line names
+    "no_arrays": "missing store.safetensors",
+    "a_file_not_a_directory": "missing store_config.json",
+    "bad_json": "not a valid answer store",
+    "json_not_an_object": "is not a specjax-answer-store-v1 config",
+    "garbage_arrays": "not a valid answer store",
+    "wrong_shape": "after_token is int32",
+    "extra_tensor_only": "not a valid answer store",
+    "id_past_the_vocabulary": "pair_next holds ids outside [-1, 64)",
+    "unsorted": "pair keys not sorted",
+    "keys_of_other_pairs": "pair keys do not match their pairs",
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_store_is_one_error_line_naming_the_fault(tmp_path, target, damage):
+    from safetensors.numpy import load_file, save_file
+
     store = build_answer_store(ANSWERS, vocab_size=TARGET.V, length=3)
-    out = save_answer_store(tmp_path / "s", store, target_fingerprint(TARGET, target), {})
+    fingerprint = target_fingerprint(TARGET, target)
+    out = save_answer_store(tmp_path / "s", store, fingerprint, {})
     meta = json.loads((out / "store_config.json").read_text())
+    arrays = load_file(str(out / "store.safetensors"))
     if damage == "no_arrays":
         (out / "store.safetensors").unlink()
+    elif damage == "a_file_not_a_directory":
+        out = out / "store.safetensors"
     elif damage == "bad_json":
         (out / "store_config.json").write_text("{")
+    elif damage == "json_not_an_object":
+        (out / "store_config.json").write_text("[]")
+    elif damage == "garbage_arrays":
+        (out / "store.safetensors").write_bytes(b"\x00" * 64)
     elif damage == "wrong_shape":
         (out / "store_config.json").write_text(json.dumps({**meta, "length": 5}))
-    else:
-        store = store.replace(pair_key=store.pair_key[::-1].copy())
-        save_answer_store(out, store, target_fingerprint(TARGET, target), {})
+    elif damage == "extra_tensor_only":
+        save_file({"other": arrays["pair_key"]}, str(out / "store.safetensors"))
+    elif damage == "id_past_the_vocabulary":
+        store = store.replace(pair_next=np.where(store.pair_next == 8, TARGET.V, store.pair_next))
+        save_answer_store(out, store, fingerprint, {})
+    elif damage == "unsorted":
+        save_answer_store(out, store.replace(pair_key=store.pair_key[::-1].copy()), fingerprint, {})
+    else:  # two pairs swap rows: each key now sits beside another pair
+        swapped = store.pair_tokens.copy()
+        swapped[[0, 1]] = swapped[[1, 0]]
+        save_answer_store(out, store.replace(pair_tokens=swapped), fingerprint, {})
     with pytest.raises(SpecjaxError) as e:
         load_answer_store(out, TARGET, target)
-    assert "\n" not in str(e.value) and str(out) in str(e.value)
+    message = str(e.value)
+    assert "\n" not in message and str(out) in message and DAMAGE[damage] in message, message
 
 
 def _one_row_ngram_block(store, history: list[int], root: int) -> list[int]:
@@ -147,7 +191,9 @@ PROMPTS = [[5, 6, 7, 8, 9, 5, 6, 7], [3, 4], [10, 11, 12, 13, 14, 15, 16, 17, 18
 TREE = ((0,), (1,), (0, 0), (0, 1), (1, 0))
 
 
-@pytest.mark.parametrize("batch", ["one", "three_ragged"])
+@pytest.mark.parametrize(
+    "batch", [pytest.param("one", marks=pytest.mark.extended), "three_ragged"]
+)  # B = 1 is the batched check's twin
 @pytest.mark.parametrize("method", ["ngram", "medusa_lookup"])
 def test_greedy_equals_vanilla_drafting_from_a_store(target, method, batch):
     """The store holds the target's answers to other prompts (every prompt, shifted by one
@@ -184,20 +230,26 @@ CHAT_ANSWERS = (
 def test_the_build_cli_writes_a_store_and_refuses_bad_input_in_one_line(tmp_path):
     """`python -m train_heads.answer_store` on the shipped chat answers (no model is loaded: the
     manifest names the target), and its bad inputs: no --out, a directory without answers, two
-    directories made for different targets."""
+    directories made for different targets, --out a file, an absurd --length."""
     foreign = tmp_path / "foreign"
     shutil.copytree(CHAT_ANSWERS, foreign)
     manifest = json.loads((foreign / "manifest.json").read_text())
     manifest["target_fingerprint"]["embed_sha256"] = "0" * 16
     (foreign / "manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "store"
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
     cases = [
         [f"--data_dir={CHAT_ANSWERS}", f"--out={out}", "--length=4"],
         [f"--data_dir={CHAT_ANSWERS}"],
         [f"--data_dir={tmp_path}", f"--out={out}2"],
         [f"--data_dir={CHAT_ANSWERS},{foreign}", f"--out={out}3"],
+        [f"--data_dir={CHAT_ANSWERS}", f"--out={a_file}"],
+        [f"--data_dir={CHAT_ANSWERS}", f"--out={out}4", "--length=100000"],
     ]
-    built, no_out, no_data, mixed = run_batch("train_heads.answer_store", cases)
+    built, no_out, no_data, mixed, out_a_file, too_long = run_batch(
+        "train_heads.answer_store", cases
+    )
     assert built["returncode"] == 0, built["stderr"]
     assert built["stdout"].startswith(f"wrote {out}")
     meta = json.loads((out / "store_config.json").read_text())
@@ -208,6 +260,8 @@ def test_the_build_cli_writes_a_store_and_refuses_bad_input_in_one_line(tmp_path
         (no_out, "give --data_dir=DIR[,DIR...] and --out=DIR"),
         (no_data, "no manifest.json"),
         (mixed, "was made for another target"),
+        (out_a_file, "is a file, not a directory"),
+        (too_long, "--length must be in [1, 64]"),
     ):
         lines = result["stderr"].strip().splitlines()
         assert result["returncode"] == 2 and lines[-1].startswith("error: ") and says in lines[-1]

@@ -323,6 +323,51 @@ def test_a_row_list_for_a_method_not_run_is_one_line_and_exit_2(tmp_path: Path, 
     assert last.startswith(f"error: {flag.split('=')[0]} gives rows to") and "--methods" in last
 
 
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--methods=ngram", "--answer_stores=none,/no/such/store"], "is not an answer store"),
+        (["--methods=medusa", "--answer_stores=shipped"], "feeds ngram rows or a lookup branch"),
+    ],
+    ids=["not_a_store", "no_branch_to_feed"],
+)
+def test_bad_answer_stores_are_one_line_and_exit_2(tmp_path: Path, flags, says):
+    proc = run_bench(*flags, f"--out={tmp_path}")
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --answer_stores") and says in last, last
+
+
+ROW_SETTINGS_SCRIPT = """
+import json
+from absl import flags
+from specjax import bench
+flags.FLAGS(["bench", "--methods=ngram,medusa", "--lookups=0,4", "--answer_stores=none,shipped"])
+print(json.dumps([
+    [name, getattr(s, "lookup", None), s.answer_store]
+    for name, kind, _, _ in bench._row_names()[1:]
+    for s in [bench._row_settings(name, kind, None)]
+]))
+"""
+
+
+def test_answer_store_rows_run_the_store_and_branch_they_are_named_after():
+    """What `_row_settings` hands each row of an --answer_stores x --lookups grid: the store only
+    where the row names it, and the --lookups 0 row no branch at all."""
+    proc = subprocess.run(
+        [sys.executable, "-c", ROW_SETTINGS_SCRIPT],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [
+        ["ngram", None, ""],
+        ["ngram[store=shipped]", None, "shipped"],
+        ["medusa", 0, ""],
+        ["medusa[lookup=4]", 4, ""],
+        ["medusa[lookup=4,store=shipped]", 4, "shipped"],
+    ]
+
+
 ROW_NAMES_SCRIPT = """
 import json, sys
 from absl import flags

@@ -13,6 +13,7 @@ directories made for different targets are one error line.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from absl import app, flags
 
@@ -22,13 +23,14 @@ from specjax.cli import parse_flags, run_or_fail
 from train_heads.data import data_dirs, load_manifest, read_shard
 
 FLAGS = flags.FLAGS
+MAX_LENGTH = 64  # a [V, length] table per single token: past this it is memory, not drafting
 
 
 def define_flags() -> None:
     """The CLI's flags (defined only when run as a program, never on import)."""
     flags.DEFINE_string("data_dir", None, "make_data output directories, comma-separated.")
     flags.DEFINE_string("out", None, "Directory to write the store to.")
-    flags.DEFINE_integer("length", 8, "Longest continuation kept per key (tokens).")
+    flags.DEFINE_integer("length", 8, f"Longest continuation kept per key (1-{MAX_LENGTH} tokens).")
 
 
 def read_answers(spec) -> tuple[list[list[int]], dict]:
@@ -37,6 +39,8 @@ def read_answers(spec) -> tuple[list[list[int]], dict]:
     for d in data_dirs(spec):
         manifest = load_manifest(d)
         recorded = manifest.get("target_fingerprint")
+        if not isinstance(recorded, dict) or "V" not in recorded:
+            raise SpecjaxError(f"{d}: its manifest records no target fingerprint")
         if fingerprint is not None and recorded != fingerprint:
             raise SpecjaxError(f"{d} was made for another target than the directories before it")
         fingerprint = recorded
@@ -45,14 +49,16 @@ def read_answers(spec) -> tuple[list[list[int]], dict]:
             off, plen = arrays["offsets"], arrays["prompt_len"]
             for k in range(len(plen)):
                 answers.append(arrays["tokens"][off[k] + plen[k] : off[k + 1]].tolist())
-    if fingerprint is None:
-        raise SpecjaxError(f"{spec}: the manifests record no target")
     return answers, fingerprint
 
 
 def run() -> str:
     if not FLAGS.data_dir or not FLAGS.out:
         raise SpecjaxError("give --data_dir=DIR[,DIR...] and --out=DIR")
+    if not 1 <= FLAGS.length <= MAX_LENGTH:
+        raise SpecjaxError(f"--length must be in [1, {MAX_LENGTH}], got {FLAGS.length}")
+    if Path(FLAGS.out).exists() and not Path(FLAGS.out).is_dir():
+        raise SpecjaxError(f"--out={FLAGS.out} is a file, not a directory")
     answers, fingerprint = read_answers(FLAGS.data_dir)
     tokens = sum(len(a) for a in answers)
     if tokens == 0:
