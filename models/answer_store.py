@@ -102,10 +102,9 @@ def build_answer_store(
     for t, starts in after_one.items():
         after_token[t] = _greedy_continuation(seqs, starts, length)
     # sorted by key; where two pairs share a key (V^2 > 2^32), the commoner one is kept
-    pairs = sorted(
-        after_two, key=lambda ab: (int(pair_key(*ab, vocab_size)), -len(after_two[ab]), ab)
-    )
-    keys = [int(pair_key(*ab, vocab_size)) for ab in pairs]
+    key_of = {ab: int(pair_key(*ab, vocab_size)) for ab in after_two}
+    pairs = sorted(after_two, key=lambda ab: (key_of[ab], -len(after_two[ab]), ab))
+    keys = [key_of[ab] for ab in pairs]
     keep = [i for i in range(len(pairs)) if i == 0 or keys[i] != keys[i - 1]]
     pair_next = np.full((len(keep) + 1, length), NONE, np.int32)
     for row, i in enumerate(keep):
